@@ -1,0 +1,155 @@
+"""Run folders: seeding, atomic writes, resolved parameters, package versions, metrics and probability files."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib import NUM_CLASSES
+from lib.paths import PROJECT_ROOT
+
+PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
+TRACKED_PACKAGES = (
+    "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "albumentations", "opencv-python-headless",
+    "numpy", "pandas", "scipy", "matplotlib", "papermill", "jupytext", "kaggle",
+)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the Keras backend from one number."""
+    import keras
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds.
+
+    A crash or kill mid-write leaves the old file (or no file), never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path, frame: pd.DataFrame) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, with `-dirty` when there are uncommitted changes; None outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+class RunRecord:
+    """One folder per notebook run (timm-style): params.json, versions.json, history.csv, weights, probs, metrics."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def start(self, params: dict, fingerprint_keys: list[str] | None = None) -> None:
+        """Record params and versions. If the folder holds a run with different `fingerprint_keys`
+        values, move that run aside (nothing is deleted) so a resume never mixes two set-ups."""
+        old = self.path("params.json")
+        if old.exists() and fingerprint_keys:
+            previous = read_json(old)
+            changed = [k for k in fingerprint_keys if json.dumps(previous.get(k), default=str)
+                       != json.dumps(params.get(k), default=str)]
+            if changed:
+                stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                aside = self.dir.with_name(f"{self.dir.name}.old-{stamp}")
+                shutil.move(str(self.dir), aside)
+                print(f"Settings changed ({', '.join(changed)}): previous run moved to {aside}")
+                self.dir.mkdir(parents=True)
+        write_json(self.path("params.json"), params)
+        write_json(self.path("versions.json"), {**package_versions(), "git_commit": git_commit(),
+                                                 "started": dt.datetime.now().isoformat(timespec="seconds")})
+
+    def update_metrics(self, **metrics) -> dict:
+        path = self.path("metrics.json")
+        merged = {**(read_json(path) if path.exists() else {}), **metrics}
+        write_json(path, merged)
+        return merged
+
+    def metrics(self) -> dict:
+        path = self.path("metrics.json")
+        return read_json(path) if path.exists() else {}
+
+    def save_probs(self, split: str, ids, probs: np.ndarray, labels=None) -> Path:
+        """Write `probs_<split>.csv`: Id, optional Category (true label), prob_0..prob_9."""
+        frame = pd.DataFrame(np.asarray(probs, dtype="float64"), columns=PROB_COLUMNS)
+        frame.insert(0, "Id", list(ids))
+        if labels is not None:
+            frame.insert(1, "Category", np.asarray(labels, dtype=int))
+        return write_csv(self.path(f"probs_{split}.csv"), frame)
+
+
+def load_probs(run_folder: str | os.PathLike, split: str) -> pd.DataFrame:
+    """Read back a `probs_<split>.csv` written by `RunRecord.save_probs`."""
+    path = Path(run_folder) / f"probs_{split}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the model's notebook first (for example `make 03_xception`).")
+    return pd.read_csv(path)
+
+
+def probs_matrix(frame: pd.DataFrame) -> np.ndarray:
+    return frame[PROB_COLUMNS].to_numpy(dtype="float64")
