@@ -1,0 +1,141 @@
+"""`make data`: download the competition files with the Kaggle CLI, unpack them safely, verify against the CSVs."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from lib import COMPETITION
+from lib.kaggle_cli import KaggleError, require_credentials, run
+from lib.paths import DATA_ROOT
+
+CSV_FILES = ("train.csv", "sample-submission.csv")
+# zip name -> the folder it unpacks to
+ARCHIVES = {"train.zip": "train", "test.zip": "test_upload"}
+FETCH_ATTEMPTS = 2
+
+
+class DownloadError(RuntimeError):
+    """The data folder cannot be completed, with the reason and what to do."""
+
+
+def zip_problem(path: Path) -> str | None:
+    """Why `path` is not a complete zip (truncated, corrupt, empty), or None when it is sound."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                return f"member {bad} is corrupt"
+            if not archive.namelist():
+                return "no files inside"
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"not a complete zip ({err})"
+    return None
+
+
+def verify(data_dir: Path) -> tuple[int, int]:
+    """Check every train.csv row has train/<Category>/<Id> and every sample Id has test_upload/<Id>."""
+    train = pd.read_csv(data_dir / "train.csv", dtype=str)
+    sample = pd.read_csv(data_dir / "sample-submission.csv", dtype=str)
+    train_paths = [Path("train") / c / i for i, c in zip(train["Id"], train["Category"])]
+    test_paths = [Path("test_upload") / i for i in sample["Id"]]
+    for what, paths, csv in (("train", train_paths, "train.csv"), ("test", test_paths, "sample-submission.csv")):
+        missing = [p for p in paths if not (data_dir / p).is_file()]
+        if missing:
+            raise DownloadError(f"{len(missing)} of {len(paths)} {what} images listed in {csv} are missing, first "
+                                f"{data_dir / missing[0]}; delete {data_dir / missing[0].parts[0]} and run `make data` again")
+    return len(train_paths), len(test_paths)
+
+
+def is_complete(data_dir: Path) -> bool:
+    return all((data_dir / name).is_file() for name in CSV_FILES) and all(
+        (data_dir / folder).is_dir() for folder in ARCHIVES.values())
+
+
+def fetch(name: str, data_dir: Path) -> None:
+    """Download one competition file into data_dir, replacing whatever is there."""
+    print(f"Downloading {name} from Kaggle competition {COMPETITION} ...", flush=True)
+    run("competitions", "download", "-c", COMPETITION, "-f", name, "-p", str(data_dir), "--force", "--quiet", "--unzip")
+    if not (data_dir / name).is_file():
+        raise DownloadError(f"Kaggle reported success but {data_dir / name} is not there")
+
+
+def fetch_sound_zip(name: str, data_dir: Path) -> Path:
+    """Return a verified zip: keep a sound one already present, else (re)download, deleting broken ones."""
+    path = data_dir / name
+    problem = zip_problem(path) if path.exists() else None
+    if path.exists() and problem is None:
+        return path
+    if problem:
+        print(f"{path}: {problem}; deleting it and downloading again", flush=True)
+        path.unlink()
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        fetch(name, data_dir)
+        problem = zip_problem(path)
+        if problem is None:
+            return path
+        path.unlink()
+        print(f"{path}: downloaded copy is broken ({problem}); attempt {attempt} of {FETCH_ATTEMPTS}", flush=True)
+    raise DownloadError(f"{name} arrived broken {FETCH_ATTEMPTS} times ({problem}); nothing was extracted, "
+                        "check the disk space and network, then run `make data` again")
+
+
+def extract(archive: Path, folder: str, data_dir: Path) -> None:
+    """Unpack into a temp folder beside the target, then rename: a crash never leaves a half-extracted folder."""
+    target = data_dir / folder
+    tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{folder}."))
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp / "unpacked")
+        # Kaggle's zips hold the top folder (train/..., test_upload/...); accept one without it too.
+        source = tmp / "unpacked" / folder
+        if not source.is_dir():
+            source = tmp / "unpacked"
+        if target.exists():
+            shutil.rmtree(target)
+        source.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download(data_dir: Path) -> str:
+    """Make data_dir complete and verified; return the one-line summary."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if is_complete(data_dir):
+        n_train, n_test = verify(data_dir)
+        return (f"{data_dir}: already complete ({n_train:,} train images, {n_test:,} test images, verified); "
+                "nothing to do")
+    require_credentials()
+    for name in CSV_FILES:
+        if not (data_dir / name).is_file():
+            fetch(name, data_dir)
+    for name, folder in ARCHIVES.items():
+        if (data_dir / folder).is_dir():
+            continue
+        extract(fetch_sound_zip(name, data_dir), folder, data_dir)
+    n_train, n_test = verify(data_dir)
+    return (f"{data_dir}: {n_train:,} train images and {n_test:,} test images, verified against "
+            "train.csv and sample-submission.csv")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", default=str(DATA_ROOT), help="where to put the competition files (default data/)")
+    args = parser.parse_args(argv)
+    try:
+        print(download(Path(args.data_dir).expanduser().resolve()))
+    except (KaggleError, DownloadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

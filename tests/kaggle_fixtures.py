@@ -1,0 +1,68 @@
+"""Helpers for the Kaggle tests: a sandboxed environment with the fake `kaggle` first on PATH, tiny competition zips."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FAKES = PROJECT_ROOT / "tests" / "fakes"
+SECRET_KEY = "s3cr3t-kaggle-key-0123456789"
+
+
+def kaggle_env(tmp_path: Path, credentials: bool = True, **extra: str) -> dict:
+    """Environment for running the entry points: fake kaggle first on PATH, HOME and Kaggle config in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "FAKE_KAGGLE_", "XDG_CONFIG"))}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    fake_root = tmp_path / "fake-kaggle"  # lib.paths: outputs go to <root>/working, never into the checkout
+    (fake_root / "input").mkdir(parents=True, exist_ok=True)
+    (fake_root / "working").mkdir(exist_ok=True)
+    env.update(PATH=f"{FAKES}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               HOME=str(home), KAGGLE_CONFIG_DIR=str(home / ".kaggle"), CARS_KAGGLE_ROOT=str(fake_root),
+               FAKE_KAGGLE_LOG=str(tmp_path / "kaggle-calls.jsonl"), PYTHONPATH=str(PROJECT_ROOT))
+    if credentials:
+        env.update(KAGGLE_USERNAME="tester", KAGGLE_KEY=SECRET_KEY)
+    env.update(extra)
+    return env
+
+
+def run_module(module: str, *args: str, env: dict, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def kaggle_calls(env: dict) -> list[dict]:
+    """Every call the fake kaggle received, in order."""
+    path = Path(env["FAKE_KAGGLE_LOG"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def tiny_jpeg(seed: int) -> bytes:
+    import cv2
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels)
+    assert ok
+    return encoded.tobytes()
+
+
+def make_competition_files(folder: Path, per_class: int = 1, n_classes: int = 3, n_test: int = 4) -> dict:
+    """What Kaggle serves for the competition, in miniature: the two CSVs, train.zip and test.zip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_rows = [(f"{1000 + c * 10 + k}.jpg", c) for c in range(n_classes) for k in range(per_class)]
+    test_ids = [f"{5000 + k}.jpg" for k in range(n_test)]
+    (folder / "train.csv").write_text("Id,Category\n" + "".join(f"{i},{c}\n" for i, c in train_rows))
+    (folder / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in test_ids))
+    with zipfile.ZipFile(folder / "train.zip", "w") as z:
+        for n, (image_id, category) in enumerate(train_rows):
+            z.writestr(f"train/{category}/{image_id}", tiny_jpeg(n))
+    with zipfile.ZipFile(folder / "test.zip", "w") as z:
+        for n, image_id in enumerate(test_ids):
+            z.writestr(f"test_upload/{image_id}", tiny_jpeg(1000 + n))
+    return {"train": train_rows, "test": test_ids}
