@@ -1,0 +1,213 @@
+"""TensorFlow-free input pipeline: keras.utils.PyDataset of uint8 RGB batches with OpenCV decode and augmentation."""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+import keras
+
+import lib
+from lib.augment import albumentations_preset
+from lib.images import ImageReadError, read_resized, warn_unreadable
+
+# Threads, not processes: OpenCV decode/resize and the albumentations ops release the GIL, and threads avoid
+# pickling the dataset and copying batches between processes (see lib.bench for the measurement).
+DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+
+def _cache_key(paths: list[str], image_size: int) -> str:
+    """Hash of the file list, each file's size and mtime, and the image size: a changed file makes a new cache."""
+    digest = hashlib.sha1(f"size={image_size}\n".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\tmissing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class ResizedImageCache:
+    """On-disk uint8 memmap of images already decoded and resized to one size, filled lazily.
+
+    Two files in cache_dir: images_<size>_<key>.u8 ([N, S, S, 3]) and .done (one byte per image, set after the
+    image is written). Shared by threads and, through the page cache, by worker processes; each process maps
+    the files itself (a memmap must not be pickled into a worker as a copy).
+    """
+
+    def __init__(self, cache_dir, paths: list[str], image_size: int):
+        self.image_size = image_size
+        self.count = len(paths)
+        key = _cache_key(paths, image_size)
+        folder = Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.images_path = folder / f"images_{image_size}_{key}.u8"
+        self.done_path = folder / f"images_{image_size}_{key}.done"
+        shape = (self.count, image_size, image_size, 3)
+        if not self.images_path.exists() or self.images_path.stat().st_size != int(np.prod(shape)):
+            # Sparse files: creation is instant, disk fills only as images are written.
+            with open(self.done_path, "wb") as handle:
+                handle.truncate(self.count)
+            with open(self.images_path, "wb") as handle:
+                handle.truncate(int(np.prod(shape)))
+        self._shape = shape
+        self._maps = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update(_maps=None, _pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _arrays(self):
+        if self._maps is None or self._pid != os.getpid():
+            with self._lock:
+                if self._maps is None or self._pid != os.getpid():
+                    images = np.memmap(self.images_path, dtype=np.uint8, mode="r+", shape=self._shape)
+                    done = np.memmap(self.done_path, dtype=np.uint8, mode="r+", shape=(self.count,))
+                    self._maps, self._pid = (images, done), os.getpid()
+        return self._maps
+
+    def get(self, index: int, out: np.ndarray) -> bool:
+        """Copy image `index` into out and return True when it is cached."""
+        images, done = self._arrays()
+        if not done[index]:
+            return False
+        out[...] = images[index]
+        return True
+
+    def put(self, index: int, image: np.ndarray) -> None:
+        images, done = self._arrays()
+        images[index] = image
+        done[index] = 1
+
+    def filled(self) -> int:
+        return int(np.count_nonzero(self._arrays()[1]))
+
+
+class ImageSequence(keras.utils.PyDataset):
+    """Batches (x uint8 [B, S, S, 3] RGB, y one-hot float32 [B, NUM_CLASSES]) from image files, or x alone
+    when labels is None. The last partial batch is kept, so prediction never drops a row. An unreadable file
+    gives a blank (zeros) image and one warning. shuffle reorders deterministically from seed + epoch.
+
+    Per image: decode (reduced-size JPEG decode when the file is >= 2x the target) -> stretched resize to S x S
+    -> albumentations preset at S (cheaper than augmenting the full-size photo). With cache_dir, resized
+    images are kept in a uint8 memmap so later epochs skip the decode; augmentation still runs every epoch.
+    Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
+    """
+
+    def __init__(self, paths, labels=None, *, image_size: int, batch_size: int, augment: str = "none",
+                 shuffle: bool = False, seed: int = 0, cache_dir=None, workers: int = DEFAULT_WORKERS,
+                 use_multiprocessing: bool = False, max_queue_size: int = 16):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        self.paths = [str(path) for path in paths]
+        if not self.paths:
+            raise ValueError("ImageSequence needs at least one image path")
+        if int(batch_size) < 1 or int(image_size) < 8:
+            raise ValueError(f"batch_size must be >= 1 and image_size >= 8 (got {batch_size}, {image_size})")
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.labels = None
+        if labels is not None:
+            labels = np.asarray(labels)
+            if len(labels) != len(self.paths):
+                raise ValueError(f"{len(labels)} labels for {len(self.paths)} paths")
+            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError("labels must be a 1-D sequence of integer class ids")
+            if labels.size and (labels.min() < 0 or labels.max() >= lib.NUM_CLASSES):
+                raise ValueError(f"labels must be in 0..{lib.NUM_CLASSES - 1}, got {labels.min()}..{labels.max()}")
+            self.labels = labels.astype(np.int64)
+        self.augment = augment
+        self._transform = albumentations_preset(augment)  # validates the name early
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache = ResizedImageCache(cache_dir, self.paths, self.image_size) if cache_dir else None
+        self._local = threading.local()
+        self._warned: set = set()
+        self._order = self._make_order()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_local"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _make_order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.paths))
+        return np.random.default_rng(self.seed + self.epoch).permutation(len(self.paths))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.paths) / self.batch_size)
+
+    def batch_indices(self, index: int) -> np.ndarray:
+        """Row indices (into paths/labels) of batch `index` in the current epoch's order."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def _transform_for_batch(self, index: int):
+        """A per-thread copy of the Compose, reseeded for this (seed, epoch, batch)."""
+        if self._transform is None:
+            return None
+        local = self._local
+        if getattr(local, "transform", None) is None:
+            local.transform = albumentations_preset(self.augment)
+        key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+        local.transform.set_random_state(np.random.default_rng(key), random.Random(key))
+        return local.transform
+
+    def load(self, row: int, out: np.ndarray) -> bool:
+        """Fill out with the resized image of row (from the cache when warm); False when unreadable (zeros)."""
+        if self.cache is not None and self.cache.get(row, out):
+            return True
+        try:
+            out[...] = read_resized(self.paths[row], self.image_size)
+        except ImageReadError as error:
+            warn_unreadable(error.path, error.reason, self._warned)
+            out[...] = 0
+            return False
+        if self.cache is not None:
+            self.cache.put(row, out)
+        return True
+
+    def __getitem__(self, index: int):
+        rows = self.batch_indices(index)
+        size = self.image_size
+        x = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+        transform = self._transform_for_batch(index)
+        for slot, row in enumerate(rows):
+            if self.load(row, x[slot]) and transform is not None:
+                x[slot] = transform(image=x[slot])["image"]
+        if self.labels is None:
+            return x
+        y = np.zeros((len(rows), lib.NUM_CLASSES), dtype=np.float32)
+        y[np.arange(len(rows)), self.labels[rows]] = 1.0
+        return x, y
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._make_order()
+
+    def fill_cache(self) -> int:
+        """Decode every image into the cache now (otherwise it fills during the first epoch); returns the count."""
+        if self.cache is None:
+            raise ValueError("fill_cache needs cache_dir")
+        scratch = np.empty((self.image_size, self.image_size, 3), dtype=np.uint8)
+        for row in range(len(self.paths)):
+            self.load(row, scratch)
+        return self.cache.filled()

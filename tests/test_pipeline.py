@@ -1,0 +1,114 @@
+"""lib.pipeline.ImageSequence: shapes, one-hot labels, partial last batch, seeded shuffle, cache, bad files."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import lib
+from lib.pipeline import ImageSequence
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(11):
+        height, width = (48, 64) if index % 3 else (64, 48)
+        path = tmp_path / f"{index}.jpg"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def test_batches_shapes_dtypes_and_one_hot(image_files):
+    labels = np.arange(len(image_files)) % lib.NUM_CLASSES
+    seq = ImageSequence(image_files, labels, image_size=32, batch_size=4, augment="medium")
+    assert len(seq) == 3
+    x, y = seq[0]
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.uint8
+    assert y.shape == (4, lib.NUM_CLASSES) and y.dtype == np.float32
+    assert np.array_equal(y.argmax(1), labels[:4]) and np.all(y.sum(1) == 1)
+    x_last, y_last = seq[2]
+    assert x_last.shape == (3, 32, 32, 3) and y_last.shape == (3, lib.NUM_CLASSES)
+    with pytest.raises(IndexError):
+        seq[3]
+
+
+def test_without_labels_returns_images_only_in_order(image_files):
+    seq = ImageSequence(image_files, image_size=24, batch_size=5)
+    batches = [seq[i] for i in range(len(seq))]
+    assert all(isinstance(batch, np.ndarray) for batch in batches)
+    assert sum(len(batch) for batch in batches) == len(image_files)
+    single = ImageSequence(image_files[5:6], image_size=24, batch_size=1)[0]
+    assert np.array_equal(batches[1][0], single[0])
+
+
+def test_shuffle_is_deterministic_by_seed_and_changes_per_epoch(image_files):
+    labels = np.arange(len(image_files)) % lib.NUM_CLASSES
+
+    def epoch_orders(seed):
+        seq = ImageSequence(image_files, labels, image_size=16, batch_size=4, shuffle=True, seed=seed)
+        orders = []
+        for _ in range(2):
+            orders.append(np.concatenate([seq.batch_indices(i) for i in range(len(seq))]))
+            seq.on_epoch_end()
+        return orders
+
+    first, again, other = epoch_orders(1), epoch_orders(1), epoch_orders(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], other[0])
+    assert sorted(first[0]) == list(range(len(image_files)))
+
+
+def test_augmentation_is_reproducible_for_same_seed(image_files):
+    def batch(seed):
+        return ImageSequence(image_files, image_size=32, batch_size=4, augment="heavy", seed=seed)[1]
+
+    assert np.array_equal(batch(5), batch(5))
+    assert not np.array_equal(batch(5), batch(6))
+
+
+def test_cache_gives_same_pixels_as_cold_decode(image_files, tmp_path):
+    cold = ImageSequence(image_files, image_size=40, batch_size=4)
+    cached = ImageSequence(image_files, image_size=40, batch_size=4, cache_dir=tmp_path / "cache")
+    first_pass = [cached[i] for i in range(len(cached))]
+    assert cached.cache.filled() == len(image_files)
+    warm = ImageSequence(image_files, image_size=40, batch_size=4, cache_dir=tmp_path / "cache")
+    assert warm.cache.filled() == len(image_files)  # reused from disk by a new sequence
+    for i in range(len(cold)):
+        assert np.array_equal(cold[i], first_pass[i]) and np.array_equal(cold[i], warm[i])
+    other_size = ImageSequence(image_files, image_size=20, batch_size=4, cache_dir=tmp_path / "cache")
+    assert other_size.cache.filled() == 0
+
+
+def test_unreadable_file_gives_blank_and_keeps_the_row(image_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"")
+    paths = image_files[:3] + [str(broken)] + image_files[3:5]
+    seq = ImageSequence(paths, np.zeros(len(paths), int), image_size=16, batch_size=4, augment="medium")
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        x, y = seq[0]
+    assert x.shape == (4, 16, 16, 3) and not x[3].any() and x[2].any()
+    assert sum(len(seq[i][0]) for i in range(len(seq))) == len(paths)
+
+
+def test_bad_arguments_are_refused(image_files):
+    with pytest.raises(ValueError, match="labels"):
+        ImageSequence(image_files, [0, 1], image_size=16, batch_size=2)
+    with pytest.raises(ValueError, match="0..9"):
+        ImageSequence(image_files, [10] * len(image_files), image_size=16, batch_size=2)
+    with pytest.raises(ValueError, match="preset"):
+        ImageSequence(image_files, image_size=16, batch_size=2, augment="wild")
+
+
+def test_threaded_keras_iteration_matches_direct_indexing(image_files):
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    seq = ImageSequence(image_files, image_size=16, batch_size=3, augment="light", workers=2)
+    direct = [seq[i] for i in range(len(seq))]
+    adapter = PyDatasetAdapter(seq, shuffle=False)
+    adapter.on_epoch_begin()
+    through_keras = [batch[0] for batch in adapter.get_numpy_iterator()]
+    adapter.on_epoch_end()
+    assert len(through_keras) == len(direct)
+    assert all(np.array_equal(a, b) for a, b in zip(direct, through_keras))
