@@ -1,4 +1,4 @@
-"""Optimizers by name and learning-rate schedules (cyclic, one-cycle, cosine with warmup), backend-agnostic Keras 3."""
+"""Optimizers by name and learning-rate schedules (cyclic, one-cycle, cosine with warmup), any Keras backend."""
 import math
 
 import keras
