@@ -1,0 +1,111 @@
+"""Ensembles: blend class probabilities, fit non-negative blend weights on validation/OOF log-loss."""
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+BLEND_METHODS = ("arithmetic", "geometric")
+SEARCHES = ("scipy", "simplex")
+_EPS = 1e-15
+
+
+def _labels(labels) -> np.ndarray:
+    """Integer class labels from integers or one-hot rows."""
+    labels = np.asarray(labels)
+    return labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
+
+
+def accuracy(probs, labels) -> float:
+    """Share of rows whose most probable class is the label."""
+    return float(np.mean(np.asarray(probs).argmax(axis=1) == _labels(labels)))
+
+
+def log_loss(probs, labels) -> float:
+    """Mean negative log-probability of the true class (probabilities clipped at 1e-15)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    true = probs[np.arange(len(probs)), _labels(labels)]
+    return float(-np.mean(np.log(np.clip(true, _EPS, 1.0))))
+
+
+def _stack(prob_list) -> np.ndarray:
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in prob_list])
+    if stacked.ndim != 3:
+        raise ValueError(f"each probability array must be [rows, classes]; got shapes "
+                         f"{[np.shape(p) for p in prob_list]}")
+    return stacked
+
+
+def blend(prob_list, weights, method="arithmetic") -> np.ndarray:
+    """Weighted blend of [rows, classes] probability arrays; rows sum to 1.
+
+    arithmetic: sum_m w_m p_m. geometric: exp(sum_m w_m log p_m), renormalised per row.
+    """
+    stacked = _stack(prob_list)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(stacked),):
+        raise ValueError(f"blend: {len(stacked)} models but {weights.size} weights")
+    weights = weights / weights.sum()
+    if method == "arithmetic":
+        mixed = np.tensordot(weights, stacked, axes=1)
+    elif method == "geometric":
+        log_mixed = np.tensordot(weights, np.log(np.clip(stacked, _EPS, 1.0)), axes=1)
+        mixed = np.exp(log_mixed - log_mixed.max(axis=1, keepdims=True))
+    else:
+        raise ValueError(f"unknown blend method {method!r}: use one of {', '.join(BLEND_METHODS)}")
+    return mixed / mixed.sum(axis=1, keepdims=True)
+
+
+def _simplex_grid(n_models: int, resolution: int):
+    """All weight vectors with entries k / resolution summing to 1."""
+    for cuts in itertools.combinations(range(resolution + n_models - 1), n_models - 1):
+        parts = np.diff([-1, *cuts, resolution + n_models - 1]) - 1  # stars and bars
+        yield parts / resolution
+
+
+def fit_weights(prob_list, labels, method="arithmetic", search="scipy", resolution=20) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the blend's log-loss on (validation or OOF) rows.
+
+    search="scipy": SLSQP with bounds [0, 1] and a sum-to-one constraint, started from equal weights.
+    search="simplex": exhaustive grid over the simplex with step 1 / `resolution` (for a few models).
+    """
+    if search not in SEARCHES:
+        raise ValueError(f"unknown weight search {search!r}: use one of {', '.join(SEARCHES)}")
+    stacked = _stack(prob_list)
+    n_models = len(stacked)
+    if n_models == 1:
+        return np.ones(1)
+
+    def objective(weights):
+        return log_loss(blend(stacked, np.clip(weights, 0.0, None) + 1e-12, method), labels)
+
+    if search == "simplex":
+        points = math.comb(resolution + n_models - 1, n_models - 1)
+        if points > 200_000:
+            raise ValueError(f"simplex search over {n_models} models at resolution {resolution} is {points} "
+                             "blends: lower the resolution or use search='scipy'")
+        best = min(_simplex_grid(n_models, resolution), key=objective)
+        return np.asarray(best, dtype=np.float64)
+    start = np.full(n_models, 1.0 / n_models)
+    fitted = minimize(objective, start, method="SLSQP", bounds=[(0.0, 1.0)] * n_models,
+                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}])
+    weights = np.clip(fitted.x, 0.0, None)
+    weights = weights / weights.sum()
+    # SLSQP can stop early on flat objectives; never return worse than equal weights
+    return weights if objective(weights) <= objective(start) else start
+
+
+def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
+    """Accuracy per true class (rows 0..C-1) and overall (row "all"), one column per model name."""
+    labels = _labels(labels)
+    columns = {}
+    for name, probs in models.items():
+        predicted = np.asarray(probs).argmax(axis=1)
+        n_classes = np.asarray(probs).shape[1]
+        per_class = [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else np.nan
+                     for c in range(n_classes)]
+        columns[name] = per_class + [accuracy(probs, labels)]
+    n_rows = len(next(iter(columns.values()))) if columns else 1
+    index = pd.Index([*range(n_rows - 1), "all"], name="class", dtype=object)
+    return pd.DataFrame(columns, index=index)

@@ -1,0 +1,84 @@
+"""Ensemble weights: the better model wins weight, the blend is at least as accurate, tables add up."""
+import numpy as np
+import pytest
+
+from lib.ensemble import accuracy, blend, fit_weights, log_loss, per_class_accuracy
+
+
+def synthetic_models(n=600, classes=10, seed=0):
+    """Labels plus a strong, a weaker and a near-random model's probabilities, errors independent."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+
+    def model(signal):
+        logits = rng.normal(size=(n, classes))
+        logits[np.arange(n), labels] += signal
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    return labels, [model(2.5), model(2.0), model(0.3)]
+
+
+def test_metrics_on_known_values():
+    probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.9, 0.1]])
+    labels = np.array([0, 0, 1])
+    assert accuracy(probs, labels) == pytest.approx(1 / 3)
+    assert log_loss(probs, labels) == pytest.approx(-(np.log(0.7) + np.log(0.4) + np.log(0.1)) / 3)
+    assert accuracy(probs, np.eye(2)[labels]) == pytest.approx(1 / 3)  # one-hot labels work too
+
+
+def test_blends():
+    a = np.array([[0.8, 0.2], [0.5, 0.5]])
+    b = np.array([[0.2, 0.8], [0.9, 0.1]])
+    np.testing.assert_allclose(blend([a, b], [0.75, 0.25]), [[0.65, 0.35], [0.6, 0.4]])
+    geo = blend([a, b], [0.5, 0.5], method="geometric")
+    np.testing.assert_allclose(geo.sum(axis=1), 1.0)
+    expected = np.sqrt(a * b) / np.sqrt(a * b).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(geo, expected)
+    labels, models = synthetic_models(n=50)
+    np.testing.assert_allclose(blend(models, [0.2, 0.3, 0.5], "geometric").sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="arithmetic, geometric"):
+        blend([a, b], [0.5, 0.5], method="harmonic")
+    with pytest.raises(ValueError, match="2 models but 3 weights"):
+        blend([a, b], [0.2, 0.3, 0.5])
+
+
+@pytest.mark.parametrize("search", ["scipy", "simplex"])
+@pytest.mark.parametrize("method", ["arithmetic", "geometric"])
+def test_fitted_weights_favour_the_better_model(search, method):
+    labels, models = synthetic_models()
+    weights = fit_weights(models, labels, method=method, search=search)
+    assert weights.shape == (3,)
+    assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0)
+    assert weights[0] == weights.max() and weights[0] > weights[2]
+    assert weights[1] > 0.05 and weights[2] < 0.05  # the useful second model is kept, the noise model is not
+    blended = blend(models, weights, method)
+    best_single = max(accuracy(p, labels) for p in models)
+    assert accuracy(blended, labels) >= best_single
+    assert log_loss(blended, labels) <= min(log_loss(p, labels) for p in models) + 1e-9
+
+
+def test_scipy_and_simplex_agree_and_simplex_guard():
+    labels, models = synthetic_models(seed=1)
+    by_scipy = fit_weights(models, labels, search="scipy")
+    by_grid = fit_weights(models, labels, search="simplex", resolution=20)
+    assert log_loss(blend(models, by_grid), labels) >= log_loss(blend(models, by_scipy), labels) - 1e-4
+    np.testing.assert_allclose(by_scipy, by_grid, atol=0.1)
+    assert np.array_equal(fit_weights(models[:1], labels), [1.0])
+    with pytest.raises(ValueError, match="use search='scipy'"):
+        fit_weights(models * 4, labels, search="simplex", resolution=20)
+    with pytest.raises(ValueError, match="scipy, simplex"):
+        fit_weights(models, labels, search="grid")
+
+
+def test_per_class_accuracy_table():
+    labels, models = synthetic_models()
+    named = {"strong": models[0], "weak": models[1]}
+    named["ensemble"] = blend(list(named.values()), fit_weights(list(named.values()), labels))
+    table = per_class_accuracy(named, labels)
+    assert table.shape == (11, 3)
+    assert list(table.index) == [*range(10), "all"] and list(table.columns) == ["strong", "weak", "ensemble"]
+    for name, probs in named.items():
+        assert table.loc["all", name] == pytest.approx(accuracy(probs, labels))
+        in_class_3 = labels == 3
+        assert table.loc[3, name] == pytest.approx(np.mean(probs[in_class_3].argmax(axis=1) == 3))
