@@ -1,0 +1,246 @@
+"""`python -m lib.bench`: input-pipeline throughput (img/s) vs ImageDataGenerator and decode-only, same files."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import lib  # noqa: F401  (sets quiet-log environment variables first)
+from lib.images import read_resized, resize_square
+
+# The competition's photos: mostly 640x480, some 640x360, a few portrait.
+SHAPES = ((480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640),
+          (360, 640), (360, 640), (640, 480))
+
+
+def make_jpegs(folder, count: int, seed: int = 0) -> list[str]:
+    """Synthetic photo-like JPEGs (smooth gradients, shapes, mild noise; about the file size of real photos)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        height, width = SHAPES[index % len(SHAPES)]
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = rng.uniform(40, 200, 3)
+        image = np.empty((height, width, 3), np.float32)
+        for channel in range(3):
+            image[..., channel] = base[channel] + 40 * np.sin(xs / rng.uniform(20, 90) + rng.uniform(0, 6)) \
+                + 30 * np.cos(ys / rng.uniform(20, 90))
+        for _ in range(6):
+            centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            axes = (int(rng.integers(20, 160)), int(rng.integers(15, 90)))
+            cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, rng.uniform(0, 255, 3).tolist(), -1)
+        image += rng.normal(0, 6, image.shape).astype(np.float32)
+        path = folder / f"{index:06d}.jpg"
+        cv2.imwrite(str(path), np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(str(path))
+    return paths
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def decode_only(paths, size: int, workers: int) -> None:
+    """cv2.imread (full-size decode) + the pipeline's resize of every file on `workers` threads: no
+    augmentation, no batching, no checks. The floor that the pipeline's extra work is compared against."""
+    def one(path):
+        return resize_square(cv2.imread(path, cv2.IMREAD_COLOR), size)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(one, paths, chunksize=8):
+            pass
+
+
+def iterate_like_fit(sequence) -> int:
+    """One epoch through Keras's own PyDataset adapter (the worker pool model.fit uses); returns images seen."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    adapter = PyDatasetAdapter(sequence, shuffle=False)
+    adapter.on_epoch_begin()
+    seen = 0
+    for batch in adapter.get_numpy_iterator():
+        seen += len(batch[0])
+    adapter.on_epoch_end()
+    return seen
+
+
+def run_image_data_generator(paths, labels, size: int, batch: int) -> None:
+    from lib.tf_only import image_data_generator_flow
+
+    flow = image_data_generator_flow(paths, labels, image_size=size, batch_size=batch)
+    for index in range(len(flow)):
+        flow[index]
+
+
+def tta_passes(paths, size: int, batch: int, passes: int, workers: int) -> str:
+    """Inference with TTA: lib.predict.predict_probs with a tiny model when it exists, else decode once and
+    run `passes` medium-preset augmentations per image (the CPU side of TTA). Returns what was timed."""
+    try:
+        from lib.predict import predict_probs  # the lead's module; optional here
+    except ImportError:
+        predict_probs = None
+    if predict_probs is not None:
+        import keras
+
+        model = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255.0),
+                                  keras.layers.Conv2D(4, 3, strides=4), keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(lib.NUM_CLASSES, activation="softmax")])
+        try:
+            predict_probs(model, paths, size, batch, tta=True, tta_passes=passes)
+            return f"lib.predict.predict_probs, tiny conv model, tta_passes={passes}"
+        except TypeError:
+            pass  # signature differs from the one this bench was written against: fall back
+    from lib.augment import albumentations_preset
+
+    transform = albumentations_preset("medium", seed=0)
+
+    def one(path):
+        image = read_resized(path, size)
+        for _ in range(passes):
+            transform(image=image)["image"]
+
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(one, paths, chunksize=4):
+            pass
+    return f"decode once + {passes} medium-preset passes per image (no model)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__)
+    parser.add_argument("--images", type=int, default=320, help="synthetic JPEGs to generate (default 320)")
+    parser.add_argument("--size", type=int, default=299, help="target image size (default 299)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--workers", type=int, default=None, help="pipeline threads (default: lib.pipeline's)")
+    parser.add_argument("--tta-passes", type=int, default=10)
+    parser.add_argument("--skip-idg", action="store_true", help="skip ImageDataGenerator (needs TensorFlow)")
+    parser.add_argument("--explore", action="store_true",
+                        help="also time the design alternatives (PIL decode, processes, worker counts, ...)")
+    parser.add_argument("--keep", type=Path, default=None, help="generate the JPEGs here and keep them")
+    args = parser.parse_args(argv)
+    if args.images < args.batch:
+        print(f"--images ({args.images}) must be at least --batch ({args.batch})", file=sys.stderr)
+        return 1
+
+    from lib.pipeline import DEFAULT_WORKERS, ImageSequence
+
+    workers = args.workers or DEFAULT_WORKERS
+    root = Path(tempfile.mkdtemp(prefix="cars-bench-")) if args.keep is None else args.keep
+    try:
+        started = time.perf_counter()
+        paths = make_jpegs(root / "images", args.images)
+        labels = np.arange(len(paths)) % lib.NUM_CLASSES
+        megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
+        print(f"{len(paths)} synthetic JPEGs ({megabytes / len(paths) * 1000:.0f} KB each, 640x480/640x360/"
+              f"480x640) made in {time.perf_counter() - started:.1f}s; target {args.size}px, batch {args.batch}, "
+              f"{workers} pipeline threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+        n = len(paths)
+        rows = []
+
+        def record(name, seconds, note=""):
+            rows.append((name, n / seconds, note))
+            print(f"  {name:<44} {n / seconds:8.1f} img/s", flush=True)
+
+        decode_only(paths[:64], args.size, workers)  # warm the page cache and OpenCV
+        record("decode-only (cv2 imread+resize, threads)", _timed(lambda: decode_only(paths, args.size, workers)))
+        if not args.skip_idg:
+            try:
+                seconds = _timed(lambda: run_image_data_generator(paths, labels, args.size, args.batch))
+                record("ImageDataGenerator (rot 20, shift/zoom 0.1, flip)", seconds)
+            except ImportError as error:
+                print(f"  ImageDataGenerator skipped: {error}")
+        cache = root / "cache"
+
+        def pipeline(**kwargs):
+            return ImageSequence(paths, labels, image_size=args.size, batch_size=args.batch, augment="medium",
+                                 workers=kwargs.pop("workers", workers), **kwargs)
+
+        record("pipeline, medium preset, no cache", _timed(lambda: iterate_like_fit(pipeline())))
+        cached = pipeline(cache_dir=cache, shuffle=True)
+        record("pipeline, medium, cache cold (1st epoch)", _timed(lambda: iterate_like_fit(cached)))
+        record("pipeline, medium, cache warm (2nd epoch)", _timed(lambda: iterate_like_fit(cached)))
+        note = []
+        record(f"inference, {args.tta_passes}-pass TTA (see note)",
+               _timed(lambda: note.append(tta_passes(paths, args.size, args.batch, args.tta_passes, workers))))
+        if args.explore:
+            explore(paths, labels, args, workers, record, root)
+
+        by_name = {name: rate for name, rate, _ in rows}
+        decode_rate = by_name["decode-only (cv2 imread+resize, threads)"]
+        idg_rate = next((rate for name, rate, _ in rows if name.startswith("ImageDataGenerator")), None)
+        print(f"\n| pipeline ({args.size} px, batch {args.batch}, {n} images) | img/s | x ImageDataGenerator "
+              f"| x decode-only |\n| --- | ---: | ---: | ---: |")
+        for name, rate, _ in rows:
+            versus_idg = f"{rate / idg_rate:.2f}" if idg_rate else "n/a"
+            print(f"| {name} | {rate:.0f} | {versus_idg} | {rate / decode_rate:.2f} |")
+        print(f"\nTTA row: {note[0] if note else 'n/a'}; img/s counts each image once.")
+        print(f"Total bench time {time.perf_counter() - started:.0f}s.")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def explore(paths, labels, args, workers, record, root) -> None:
+    """Alternatives measured once to choose the pipeline's design; kept so the choice can be re-checked."""
+    from PIL import Image
+
+    from lib.augment import albumentations_preset
+    from lib.pipeline import ImageSequence
+
+    size = args.size
+
+    def pil_decode():
+        def one(path):
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, paths, chunksize=8))
+
+    record("explore: PIL decode+resize, threads", _timed(pil_decode))
+    record("explore: decode-only, 1 thread", _timed(lambda: decode_only(paths, size, 1)))
+    for count in sorted({1, 2, 4, 8} - {workers}):
+        record(f"explore: pipeline medium, {count} threads", _timed(lambda: iterate_like_fit(ImageSequence(
+            paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=count))))
+    record("explore: pipeline medium, 2 processes", _timed(lambda: iterate_like_fit(ImageSequence(
+        paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=2,
+        use_multiprocessing=True))))
+    transform = albumentations_preset("medium", seed=0)
+
+    def augment_before_resize():
+        def one(path):
+            image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            image = transform(image=image)["image"]
+            return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, paths, chunksize=8))
+
+    record("explore: augment full-size then resize", _timed(augment_before_resize))
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        record("explore: pipeline medium, cv2.setNumThreads(1)", _timed(lambda: iterate_like_fit(ImageSequence(
+            paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=workers))))
+    finally:
+        cv2.setNumThreads(threads_before)
+    for target in (224, 150):
+        record(f"explore: pipeline none at {target}px (reduced decode)", _timed(lambda: iterate_like_fit(
+            ImageSequence(paths, labels, image_size=target, batch_size=args.batch, workers=workers))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
