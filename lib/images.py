@@ -19,7 +19,10 @@ _MAGIC = {
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
 }
-_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# JPEGs decode straight to RGB (IMREAD_COLOR_RGB, OpenCV >= 4.11): saves a full-size cvtColor per image.
+_RGB = cv2.IMREAD_COLOR_RGB
+_REDUCED_FLAGS = tuple((factor, (flag & ~cv2.IMREAD_COLOR_BGR) | _RGB) for factor, flag in (
+    (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)))
 
 
 class ImageReadError(Exception):
@@ -152,11 +155,13 @@ def decode_rgb(path, data: np.ndarray, fmt: str, target_size: int | None = None)
         _pil_verify_jpeg(path, data)  # no EOI marker: OpenCV would silently return a half-grey image
     image = None
     if fmt == "JPEG":
-        flag = cv2.IMREAD_COLOR
+        flag = _RGB
         if target_size:
             factor = _jpeg_reduction(data, target_size)
-            flag = dict(_REDUCED_FLAGS).get(factor, cv2.IMREAD_COLOR)
-        image = cv2.imdecode(data, flag)  # applies EXIF orientation, converts gray/CMYK to BGR
+            flag = dict(_REDUCED_FLAGS).get(factor, _RGB)
+        image = cv2.imdecode(data, flag)  # applies EXIF orientation, converts gray/CMYK to RGB
+        if image is not None and image.size:
+            return image
     elif fmt in ("PNG", "WEBP", "BMP", "TIFF"):
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if image is not None:

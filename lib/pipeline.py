@@ -8,8 +8,9 @@ import random
 import threading
 from pathlib import Path
 
-import numpy as np
+import cv2
 import keras
+import numpy as np
 
 import lib
 from lib.augment import albumentations_preset
@@ -110,6 +111,9 @@ class ImageSequence(keras.utils.PyDataset):
                  shuffle: bool = False, seed: int = 0, cache_dir=None, workers: int = DEFAULT_WORKERS,
                  use_multiprocessing: bool = False, max_queue_size: int = 16):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if workers > 1:
+            # Parallelism is across images; OpenCV's own per-call thread pool would oversubscribe the cores.
+            cv2.setNumThreads(1)
         self.paths = [str(path) for path in paths]
         if not self.paths:
             raise ValueError("ImageSequence needs at least one image path")
