@@ -1,0 +1,108 @@
+"""`make submit` / `make submissions`: validate and upload a submission, list scores into submissions/leaderboard.csv."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from lib import COMPETITION
+from lib.kaggle_cli import KaggleError, run
+from lib.paths import default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
+from lib.runs import git_commit, read_json, write_csv
+from lib.submission import SubmissionError, read_sample_ids, validate_submission
+
+ENSEMBLE = "05_ensemble"
+
+
+def find_run_record(file: Path, profile: str) -> tuple[str, dict]:
+    """The run that made `file`: a metrics.json beside it (kernel output), else runs/<profile>/<name>."""
+    candidates = [file.parent / "metrics.json"]
+    candidates += sorted(file.parent.glob("runs/*/*/metrics.json"), key=lambda p: p.parent.name != ENSEMBLE)
+    name = ENSEMBLE if file.stem == "submission" else file.stem
+    candidates.append(run_dir(profile, name) / "metrics.json")
+    for path in candidates:
+        if path.is_file():
+            return path.parent.name, read_json(path)
+    return name, {}
+
+
+def default_message(file: Path, data_dir: Path) -> str:
+    profile = default_profile(data_dir)
+    name, metrics = find_run_record(file, profile)
+    models = metrics.get("models") or metrics.get("model") or name
+    if isinstance(models, (list, tuple)):
+        models = "+".join(map(str, models))
+    parts = [f"{name}" if models == name else f"{name} ({models})", f"profile {metrics.get('profile', profile)}"]
+    if metrics.get("val_accuracy") is not None:
+        parts.append(f"val_acc {float(metrics['val_accuracy']):.4f}")
+    else:
+        parts.append("no run record")
+    parts += [f"git {git_commit() or 'unknown'}", dt.date.today().isoformat()]
+    return " | ".join(parts)
+
+
+def submit(file: Path, data_dir: Path, message: str | None, force: bool) -> str:
+    sample = data_dir / "sample-submission.csv"
+    if not sample.is_file():
+        raise SubmissionError(f"{sample} is missing: run `make data` (or pass DATA_DIR=) so the file can be checked")
+    if not file.is_file():
+        raise SubmissionError(f"{file} does not exist: run the notebooks first (`make run-all`) or pass FILE=")
+    try:
+        frame = validate_submission(file, read_sample_ids(sample))
+    except SubmissionError as err:
+        raise SubmissionError(f"refused, nothing was uploaded: {err}") from err
+    if is_demo(data_dir) and not force:
+        raise SubmissionError(
+            f"refused, nothing was uploaded: {file} was checked against the offline demo data ({data_dir}); a demo "
+            "submission has the demo's ids and Kaggle would reject it. Run `make data` and the notebooks on the real "
+            "data, or pass FORCE=1 to upload it anyway")
+    message = message or default_message(file, data_dir)
+    run("competitions", "submit", "-c", COMPETITION, "-f", str(file), "-m", message)
+    return f"Uploaded {file} ({len(frame)} rows) to {COMPETITION}: {message!r}. Scores: `make submissions`"
+
+
+def list_submissions(leaderboard: Path) -> str:
+    """Print this user's submissions and append new/updated ones to the local history CSV."""
+    text = run("competitions", "submissions", "-c", COMPETITION, "--csv")
+    if not text.strip() or text.strip().startswith("No submissions"):
+        return "No submissions yet for " + COMPETITION
+    fresh = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    old = pd.read_csv(leaderboard, dtype=str, keep_default_na=False) if leaderboard.is_file() else fresh.iloc[0:0]
+    merged = pd.concat([old, fresh], ignore_index=True)
+    # A pending submission is listed again once scored: keep its latest row; keep rows Kaggle no longer lists.
+    key = "ref" if "ref" in merged.columns else list(merged.columns)
+    merged = merged.drop_duplicates(subset=key, keep="last")
+    if "date" in merged.columns:
+        merged = merged.sort_values("date", ascending=False, kind="stable")
+    write_csv(leaderboard, merged)
+    added = len(merged) - len(old)
+    return text.rstrip("\n") + f"\n{leaderboard}: {len(merged)} submissions kept ({added} new)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", nargs="?", choices=["submit", "list"], default="submit")
+    parser.add_argument("--file", help="submission to upload (default submissions/submission.csv)")
+    parser.add_argument("--message", "-m", help="submission message (default: built from the run record)")
+    parser.add_argument("--force", action="store_true", help="upload a demo-data submission anyway")
+    parser.add_argument("--data-dir", help="data folder whose sample-submission.csv the file is checked against")
+    parser.add_argument("--leaderboard", help="local history of scores (default submissions/leaderboard.csv)")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "list":
+            print(list_submissions(Path(args.leaderboard) if args.leaderboard else submissions_dir() / "leaderboard.csv"))
+        else:
+            file = Path(args.file) if args.file else submissions_dir() / "submission.csv"
+            print(submit(file.expanduser().resolve(), resolve_data_dir(args.data_dir), args.message, args.force))
+    except (KaggleError, SubmissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

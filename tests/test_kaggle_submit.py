@@ -1,0 +1,201 @@
+"""`make submit` / `make submissions` (python -m lib.submit) against the fake kaggle CLI, on the real 6,675 test ids."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from lib.paths import SHARED_DIR
+from lib.runs import git_commit
+from tests.kaggle_fixtures import SECRET_KEY, kaggle_calls, kaggle_env, run_module
+
+REAL_SAMPLE = SHARED_DIR / "sample-submission.csv"
+needs_real_sample = pytest.mark.skipif(not REAL_SAMPLE.is_file(),
+                                       reason=f"real sample-submission.csv not found at {REAL_SAMPLE} (../shared absent)")
+
+
+def uploads(env) -> list[dict]:
+    return [c for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "submit"]]
+
+
+def message_of(call: dict) -> str:
+    return call["argv"][call["argv"].index("-m") + 1]
+
+
+@pytest.fixture
+def real_data(tmp_path):
+    """A data folder holding the real sample-submission.csv (in tmp, never in the checkout)."""
+    if not REAL_SAMPLE.is_file():
+        pytest.skip(f"real sample-submission.csv not found at {REAL_SAMPLE} (../shared absent)")
+    folder = tmp_path / "real-data"
+    folder.mkdir()
+    shutil.copyfile(REAL_SAMPLE, folder / "sample-submission.csv")
+    return folder
+
+
+@pytest.fixture
+def good_lines(real_data):
+    ids = pd.read_csv(real_data / "sample-submission.csv", dtype=str)["Id"].tolist()
+    assert len(ids) == 6675
+    return ["Id,Category"] + [f"{image_id},{n % 10}" for n, image_id in enumerate(ids)]
+
+
+def write(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@needs_real_sample
+def test_valid_file_is_uploaded_with_the_message(tmp_path, real_data, good_lines):
+    env = kaggle_env(tmp_path)
+    file = write(tmp_path / "sub.csv", good_lines)
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(real_data), "--message", "my try", env=env)
+    assert result.returncode == 0, result.stderr
+    [call] = uploads(env)
+    assert call["argv"][call["argv"].index("-c") + 1] == "sf-dl-car-classification"
+    assert message_of(call) == "my try"
+    assert call["uploaded"] == file.read_text()
+    assert "Uploaded" in result.stdout and SECRET_KEY not in result.stdout + result.stderr
+
+
+def _drop_last(lines):
+    return lines[:-1]
+
+
+def _extra_row(lines):
+    return lines + ["999999999.jpg,1"]
+
+
+def _duplicate(lines):
+    return lines[:-1] + [lines[1]]
+
+
+def _header(lines):
+    return ["id,category"] + lines[1:]
+
+
+def _float_category(lines):
+    return lines[:5] + [lines[5].split(",")[0] + ",3.0"] + lines[6:]
+
+
+def _category_10(lines):
+    return lines[:5] + [lines[5].split(",")[0] + ",10"] + lines[6:]
+
+
+def _no_jpg(lines):
+    return [lines[0]] + [line.replace(".jpg", "") for line in lines[1:]]
+
+
+@needs_real_sample
+@pytest.mark.parametrize("corrupt, reason", [
+    (_drop_last, "1 Id(s) of sample-submission.csv are missing"),
+    (_extra_row, "1 Id(s) not in sample-submission.csv, first ['999999999.jpg']"),
+    (_duplicate, "1 duplicate Id(s)"),
+    (_header, "header must be exactly `Id,Category`, found `id,category`"),
+    (_float_category, "Category must be an integer 0-9, found '3.0'"),
+    (_category_10, "Category must be 0-9, found 10"),
+    (_no_jpg, "Ids must keep the `.jpg` extension"),
+], ids=["missing-row", "extra-row", "duplicate-id", "wrong-header", "float-category", "category-10", "no-jpg"])
+def test_invalid_file_is_refused_and_never_uploaded(tmp_path, real_data, good_lines, corrupt, reason):
+    env = kaggle_env(tmp_path)
+    file = write(tmp_path / "sub.csv", corrupt(good_lines))
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "refused, nothing was uploaded" in result.stderr and reason in result.stderr, result.stderr
+    assert uploads(env) == [] and kaggle_calls(env) == []
+
+
+@pytest.fixture
+def demo_data(tmp_path):
+    folder = tmp_path / "demo"
+    write(folder / "sample-submission.csv", ["Id,Category", "1.jpg,0", "2.jpg,0"])
+    write(folder / "test_labels.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])  # lib.paths.is_demo marker
+    return folder
+
+
+def test_demo_submission_is_refused_unless_forced(tmp_path, demo_data):
+    env = kaggle_env(tmp_path)
+    file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
+    refused = run_module("lib.submit", "--file", str(file), "--data-dir", str(demo_data), env=env)
+    assert refused.returncode == 1
+    assert "demo's ids and Kaggle would reject it" in refused.stderr and "FORCE=1" in refused.stderr
+    assert uploads(env) == []
+
+    forced = run_module("lib.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert len(uploads(env)) == 1
+
+
+@needs_real_sample
+def test_demo_submission_against_real_ids_says_so(tmp_path, real_data):
+    env = kaggle_env(tmp_path)
+    file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    assert result.returncode == 1 and "demo-data submission" in result.stderr
+    assert uploads(env) == []
+
+
+@needs_real_sample
+def test_default_file_and_message_come_from_the_run_record(tmp_path, real_data, good_lines):
+    env = kaggle_env(tmp_path)
+    working = tmp_path / "fake-kaggle" / "working"  # lib.paths.output_root() under CARS_KAGGLE_ROOT
+    write(working / "submissions" / "submission.csv", good_lines)
+    record = working / "runs" / "full" / "05_ensemble"
+    record.mkdir(parents=True)
+    (record / "metrics.json").write_text(json.dumps(
+        {"val_accuracy": 0.97125, "models": ["03_xception", "04_efficientnetb7"], "profile": "full"}))
+    result = run_module("lib.submit", "--data-dir", str(real_data), env=env)
+    assert result.returncode == 0, result.stderr
+    message = message_of(uploads(env)[0])
+    for part in ("05_ensemble (03_xception+04_efficientnetb7)", "profile full", "val_acc 0.9712",
+                 f"git {git_commit()}", dt.date.today().isoformat()):
+        assert part in message
+
+
+def test_missing_credentials_are_reported_before_upload(tmp_path, demo_data):
+    env = kaggle_env(tmp_path, credentials=False)
+    file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    assert result.returncode == 1 and "no Kaggle credentials" in result.stderr and "KAGGLE_API_TOKEN" in result.stderr
+    assert kaggle_calls(env) == []
+
+
+def test_rules_not_accepted_on_upload(tmp_path, demo_data):
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="403")
+    file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    assert result.returncode == 1 and "https://www.kaggle.com/c/sf-dl-car-classification/rules" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_list_appends_new_rows_and_keeps_history(tmp_path):
+    first = write(tmp_path / "first.csv", [
+        "ref,fileName,date,description,status,publicScore,privateScore",
+        "11,submission.csv,2026-11-19 09:00:00,old one,SubmissionStatus.COMPLETE,0.93408,",
+        "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.PENDING,,",
+    ])
+    # Kaggle later lists only the recent ones: 12 is now scored, 13 is new, 11 is no longer listed.
+    second = write(tmp_path / "second.csv", [
+        "ref,fileName,date,description,status,publicScore,privateScore",
+        "13,submission.csv,2026-11-21 11:00:00,new one,SubmissionStatus.COMPLETE,0.96100,",
+        "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.COMPLETE,0.95210,",
+    ])
+    board = tmp_path / "fake-kaggle" / "working" / "submissions" / "leaderboard.csv"
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_SUBMISSIONS=str(first))
+    result = run_module("lib.submit", "list", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "pending one" in result.stdout and "(2 new)" in result.stdout
+    assert kaggle_calls(env)[0]["argv"] == ["competitions", "submissions", "-c", "sf-dl-car-classification", "--csv"]
+
+    env["FAKE_KAGGLE_SUBMISSIONS"] = str(second)
+    result = run_module("lib.submit", "list", env=env)
+    assert result.returncode == 0, result.stderr
+    history = pd.read_csv(board, dtype=str, keep_default_na=False)
+    assert history["ref"].tolist() == ["13", "12", "11"]
+    assert history.set_index("ref").loc["12", "publicScore"] == "0.95210"
+    assert "(1 new)" in result.stdout
