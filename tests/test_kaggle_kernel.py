@@ -1,0 +1,165 @@
+"""The Kaggle kernel bundle (python -m lib.kernel): metadata, valid notebook, byte-exact lib, runs on a fake /kaggle."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lib.kernel import BUNDLE_TAG
+from lib.submission import read_sample_ids, validate_submission
+from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, run_module
+
+LIB = PROJECT_ROOT / "lib"
+TINY_NOTEBOOK = '''\
+# %% [markdown]
+# A tiny notebook: on Kaggle it must import the bundled lib and write /kaggle/working/submission.csv.
+
+# %% tags=["parameters"]
+category = 3
+
+# %%
+import lib, lib.paths
+from lib.submission import read_sample_ids, write_submission
+print("lib from", lib.__file__)
+assert lib.paths.on_kaggle()
+data_dir = lib.paths.resolve_data_dir()
+ids = read_sample_ids(data_dir / "sample-submission.csv")
+write_submission(ids, [category] * len(ids), lib.paths.output_root() / "submission.csv", ids)
+'''
+
+
+def build(tmp_path, env, notebook, *extra) -> Path:
+    out = tmp_path / "build"
+    result = run_module("lib.kernel", "build", "--notebook", str(notebook), "--out", str(out), *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "07_tiny.py"
+    path.write_text(TINY_NOTEBOOK)
+    return path
+
+
+def fake_kaggle_tree(root: Path, ids=("1.jpg", "2.jpg")) -> Path:
+    data = root / "input" / "sf-dl-car-classification"
+    (data / "train").mkdir(parents=True)
+    (data / "train.csv").write_text("Id,Category\n")
+    (data / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in ids))
+    (root / "working").mkdir()
+    return data
+
+
+def test_build_writes_metadata_and_a_valid_notebook(tmp_path, tiny):
+    out = build(tmp_path, kaggle_env(tmp_path), tiny)
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    assert meta["id"] == "tester/sf-dl-cars-07-tiny"  # KAGGLE_USERNAME=tester
+    assert meta["competition_sources"] == ["sf-dl-car-classification"]
+    assert (meta["enable_gpu"], meta["enable_internet"]) == (True, False)
+    assert (meta["language"], meta["kernel_type"], meta["code_file"]) == ("python", "notebook", "07_tiny.ipynb")
+    nb = nbformat.read(out / meta["code_file"], as_version=4)
+    nbformat.validate(nb)
+    assert BUNDLE_TAG in nb.cells[0].metadata["tags"]
+    assert [c.metadata.get("tags") for c in nb.cells].count(["parameters"]) == 1
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_kernel_id_from_parameter_and_error_without_user(tmp_path, tiny):
+    out = build(tmp_path, kaggle_env(tmp_path, credentials=False), tiny, "--id", "someone/my-cars-kernel")
+    assert json.loads((out / "kernel-metadata.json").read_text())["id"] == "someone/my-cars-kernel"
+    result = run_module("lib.kernel", "build", "--notebook", str(tiny), "--out", str(tmp_path / "b2"),
+                        env=kaggle_env(tmp_path, credentials=False))
+    assert result.returncode == 1 and "KERNEL_ID=" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_embedded_lib_matches_the_sources_byte_for_byte(tmp_path, tiny):
+    out = build(tmp_path, kaggle_env(tmp_path), tiny)
+    cell = nbformat.read(out / "07_tiny.ipynb", as_version=4).cells[0].source
+    root = tmp_path / "kaggle"
+    env = {"CARS_KAGGLE_ROOT": str(root), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-"], input=cell, text=True, env=env, cwd=tmp_path, check=True, capture_output=True)
+    written = {p.name: p.read_bytes() for p in (root / "working" / "lib").iterdir()}
+    sources = {p.name: p.read_bytes() for p in LIB.glob("*.py")}
+    assert written == sources
+
+
+def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
+    """papermill, outside the checkout: the notebook imports the bundled lib and writes working/submission.csv."""
+    out = build(tmp_path, kaggle_env(tmp_path), tiny)
+    root = tmp_path / "kaggle"
+    data = fake_kaggle_tree(root)
+    env = {**kaggle_env(tmp_path), "CARS_KAGGLE_ROOT": str(root), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-m", "papermill", str(out / "07_tiny.ipynb"), str(tmp_path / "run.ipynb"),
+                             "-k", "python3", "--cwd", str(root / "working"), "-p", "category", "7"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    executed = nbformat.read(tmp_path / "run.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"lib from {root / 'working' / 'lib' / '__init__.py'}" in printed
+    frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
+    assert frame["Category"].tolist() == [7, 7]
+
+
+def test_push_status_output_call_the_cli(tmp_path, tiny):
+    kernel_output = tmp_path / "kernel-output"
+    kernel_output.mkdir()
+    (kernel_output / "submission.csv").write_text("Id,Category\n1.jpg,3\n")
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_OUTPUT=str(kernel_output))
+    out = build(tmp_path, env, tiny)
+
+    pushed = run_module("lib.kernel", "push", "--out", str(out), env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "successfully pushed" in pushed.stdout
+    state = run_module("lib.kernel", "status", "--out", str(out), env=env)
+    assert 'tester/sf-dl-cars-07-tiny has status "KernelWorkerStatus.COMPLETE"' in state.stdout
+    fetched = run_module("lib.kernel", "output", "--out", str(out), env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
+    assert (dest / "submission.csv").read_text() == "Id,Category\n1.jpg,3\n"
+    assert f"make submit FILE={dest / 'submission.csv'}" in fetched.stdout
+
+    assert [c["argv"] for c in kaggle_calls(env)] == [
+        ["kernels", "push", "-p", str(out)],
+        ["kernels", "status", "tester/sf-dl-cars-07-tiny"],
+        ["kernels", "output", "tester/sf-dl-cars-07-tiny", "-p", str(dest), "--force"],
+    ]
+
+
+def test_push_without_build_says_what_to_run(tmp_path):
+    result = run_module("lib.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
+    assert result.returncode == 1 and "make kaggle-kernel" in result.stderr and "Traceback" not in result.stderr
+
+
+REAL_NOTEBOOK = PROJECT_ROOT / "notebooks" / "03_xception.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_NOTEBOOK.is_file(), reason="notebooks/03_xception.py (lead's notebook series) not present yet")
+def test_real_notebook_bundle_writes_a_submission_on_fake_kaggle_with_demo_data(tmp_path):
+    """The 'Save & Run' path: 03_xception bundled, demo data as /kaggle/input, submission.csv in /kaggle/working."""
+    import yaml
+
+    out = build(tmp_path, kaggle_env(tmp_path), REAL_NOTEBOOK)
+    root = tmp_path / "kaggle"
+    data = root / "input" / "sf-dl-car-classification"
+    (root / "working").mkdir(parents=True)
+    demo = run_module("lib.demo", "--out", str(data), "--train-per-class", "8", "--test-per-class", "2",
+                      env=kaggle_env(tmp_path))
+    assert demo.returncode == 0, demo.stderr
+    params = tmp_path / "params.yaml"
+    profile = PROJECT_ROOT / "profiles" / "demo" / "03_xception.yaml"
+    settings = yaml.safe_load(profile.read_text()) if profile.is_file() else {}
+    settings.pop("data_dir", None)  # on Kaggle the notebook finds its input by itself
+    params.write_text(yaml.safe_dump(settings))
+    env = {**kaggle_env(tmp_path), "CARS_KAGGLE_ROOT": str(root), "PYTHONPATH": "", "KERAS_HOME": str(tmp_path / "keras")}
+    result = subprocess.run([sys.executable, "-m", "papermill", str(out / "03_xception.ipynb"), str(tmp_path / "run.ipynb"),
+                             "-k", "python3", "--cwd", str(root / "working"), "-f", str(params)],
+                            env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
+    assert len(frame) == len(read_sample_ids(data / "sample-submission.csv"))
