@@ -4,15 +4,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 
 from lib import COMPETITION
-from lib.kaggle_cli import KaggleError, require_credentials, run
+from lib.data import DataError, prepare_data_dir
+from lib.kaggle_cli import KaggleError, run
 from lib.paths import DATA_ROOT
+from lib.runs import atomic_path
 
 CSV_FILES = ("train.csv", "sample-submission.csv")
 # zip name -> the folder it unpacks to
@@ -87,22 +88,24 @@ def fetch_sound_zip(name: str, data_dir: Path) -> Path:
                         "check the disk space and network, then run `make data` again")
 
 
-def extract(archive: Path, folder: str, data_dir: Path) -> None:
-    """Unpack into a temp folder beside the target, then rename: a crash never leaves a half-extracted folder."""
-    target = data_dir / folder
-    tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{folder}."))
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(tmp / "unpacked")
-        # Kaggle's zips hold the top folder (train/..., test_upload/...); accept one without it too.
-        source = tmp / "unpacked" / folder
-        if not source.is_dir():
-            source = tmp / "unpacked"
-        if target.exists():
-            shutil.rmtree(target)
-        source.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def unpack_bundle(data_dir: Path, names: list[str]) -> list[str]:
+    """Take the files from `<competition>.zip` (what `kaggle competitions download` without -f saves) if it is there."""
+    bundle = data_dir / f"{COMPETITION}.zip"
+    if not names or not bundle.is_file():
+        return []
+    problem = zip_problem(bundle)
+    if problem:
+        print(f"{bundle}: {problem}; ignoring it", flush=True)
+        return []
+    taken = []
+    with zipfile.ZipFile(bundle) as archive:
+        for name in set(names) & set(archive.namelist()):
+            with atomic_path(data_dir / name) as tmp, archive.open(name) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            taken.append(name)
+    if taken:
+        print(f"Took {', '.join(sorted(taken))} from {bundle}", flush=True)
+    return taken
 
 
 def download(data_dir: Path) -> str:
@@ -112,14 +115,15 @@ def download(data_dir: Path) -> str:
         n_train, n_test = verify(data_dir)
         return (f"{data_dir}: already complete ({n_train:,} train images, {n_test:,} test images, verified); "
                 "nothing to do")
-    require_credentials()
-    for name in CSV_FILES:
-        if not (data_dir / name).is_file():
+    missing = [name for name in CSV_FILES if not (data_dir / name).is_file()]
+    missing += [name for name, folder in ARCHIVES.items() if not (data_dir / folder).is_dir()]
+    from_bundle = unpack_bundle(data_dir, missing)
+    for name in missing:
+        if name in CSV_FILES and name not in from_bundle:
             fetch(name, data_dir)
-    for name, folder in ARCHIVES.items():
-        if (data_dir / folder).is_dir():
-            continue
-        extract(fetch_sound_zip(name, data_dir), folder, data_dir)
+        elif name in ARCHIVES:
+            fetch_sound_zip(name, data_dir)
+    prepare_data_dir(data_dir)  # lib.data unpacks each zip into a temp folder, then renames it into place
     n_train, n_test = verify(data_dir)
     return (f"{data_dir}: {n_train:,} train images and {n_test:,} test images, verified against "
             "train.csv and sample-submission.csv")
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         print(download(Path(args.data_dir).expanduser().resolve()))
-    except (KaggleError, DownloadError) as err:
+    except (KaggleError, DownloadError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -136,3 +136,18 @@ def test_kaggle_json_readable_by_others_warns_without_the_key(tmp_path, served):
     (config / "kaggle.json").chmod(0o600)
     quiet = run_module("lib.download", "--data-dir", str(tmp_path / "data2"), env=env)
     assert quiet.returncode == 0 and "chmod" not in quiet.stderr
+
+
+def test_competition_bundle_already_downloaded_is_used_without_kaggle(tmp_path, served):
+    """`kaggle competitions download -c ...` run by hand leaves <competition>.zip: unpack it, call nothing."""
+    files, layout = served
+    data = tmp_path / "data"
+    data.mkdir()
+    with zipfile.ZipFile(data / "sf-dl-car-classification.zip", "w") as bundle:
+        for name in ("train.csv", "sample-submission.csv", "train.zip", "test.zip"):
+            bundle.write(files / name, name)
+    env = kaggle_env(tmp_path, credentials=False)
+    result = run_module("lib.download", "--data-dir", str(data), env=env)
+    assert result.returncode == 0, result.stderr
+    assert kaggle_calls(env) == []
+    assert "3 train images and 4 test images, verified" in result.stdout
