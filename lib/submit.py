@@ -70,7 +70,10 @@ def list_submissions(leaderboard: Path) -> str:
     text = run("competitions", "submissions", "-c", COMPETITION, "--csv")
     if not text.strip() or text.strip().startswith("No submissions"):
         return "No submissions yet for " + COMPETITION
-    fresh = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    lines = text.splitlines()
+    # The CLI may print warnings (e.g. about kaggle.json permissions) before the CSV header.
+    start = next((n for n, line in enumerate(lines) if line.startswith("ref,")), 0)
+    fresh = pd.read_csv(io.StringIO("\n".join(lines[start:])), dtype=str, keep_default_na=False)
     old = pd.read_csv(leaderboard, dtype=str, keep_default_na=False) if leaderboard.is_file() else fresh.iloc[0:0]
     merged = pd.concat([old, fresh], ignore_index=True)
     # A pending submission is listed again once scored: keep its latest row; keep rows Kaggle no longer lists.
@@ -80,7 +83,7 @@ def list_submissions(leaderboard: Path) -> str:
         merged = merged.sort_values("date", ascending=False, kind="stable")
     write_csv(leaderboard, merged)
     added = len(merged) - len(old)
-    return text.rstrip("\n") + f"\n{leaderboard}: {len(merged)} submissions kept ({added} new)"
+    return "\n".join(lines[start:]) + f"\n{leaderboard}: {len(merged)} submissions kept ({added} new)"
 
 
 def main(argv=None) -> int:

@@ -175,6 +175,7 @@ def test_rules_not_accepted_on_upload(tmp_path, demo_data):
 
 def test_list_appends_new_rows_and_keeps_history(tmp_path):
     first = write(tmp_path / "first.csv", [
+        "Warning: Your Kaggle API key is readable by other users on this system!",  # the CLI prints it first
         "ref,fileName,date,description,status,publicScore,privateScore",
         "11,submission.csv,2026-11-19 09:00:00,old one,SubmissionStatus.COMPLETE,0.93408,",
         "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.PENDING,,",
@@ -189,7 +190,7 @@ def test_list_appends_new_rows_and_keeps_history(tmp_path):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_SUBMISSIONS=str(first))
     result = run_module("lib.submit", "list", env=env)
     assert result.returncode == 0, result.stderr
-    assert "pending one" in result.stdout and "(2 new)" in result.stdout
+    assert "pending one" in result.stdout and "(2 new)" in result.stdout and "Warning" not in result.stdout
     assert kaggle_calls(env)[0]["argv"] == ["competitions", "submissions", "-c", "sf-dl-car-classification", "--csv"]
 
     env["FAKE_KAGGLE_SUBMISSIONS"] = str(second)
