@@ -22,13 +22,14 @@ SHAPES = ((480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640)
           (360, 640), (360, 640), (640, 480))
 
 
-def make_jpegs(folder, count: int, seed: int = 0) -> list[str]:
-    """Synthetic photo-like JPEGs (smooth gradients, shapes, mild noise; about the file size of real photos)."""
+def make_jpegs(folder, count: int, seed: int = 0, start: int = 0) -> list[str]:
+    """Synthetic photo-like JPEGs (smooth gradients, shapes, mild noise; about the file size of real photos),
+    named start..start+count-1 (so several processes can fill one folder)."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(count):
+    for index in range(start, start + count):
         height, width = SHAPES[index % len(SHAPES)]
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
         base = rng.uniform(40, 200, 3)
