@@ -24,6 +24,10 @@ def find_run_record(file: Path, profile: str) -> tuple[str, dict]:
     candidates += sorted(file.parent.glob("runs/*/*/metrics.json"), key=lambda p: p.parent.name != ENSEMBLE)
     name = ENSEMBLE if file.stem == "submission" else file.stem
     candidates.append(run_dir(profile, name) / "metrics.json")
+    # Notebooks name their submission with the `submission_name` parameter (03_xception -> xception.csv).
+    for params in sorted(run_dir(profile, name).parent.glob("*/params.json")):
+        if read_json(params).get("submission_name") == file.stem:
+            candidates.append(params.parent / "metrics.json")
     for path in candidates:
         if path.is_file():
             return path.parent.name, read_json(path)

@@ -228,3 +228,18 @@ def test_make_targets_through_kaggle_mk(tmp_path, demo_data):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert message_of(uploads(env)[0]) == "it's \"mine\""
+
+
+@needs_real_sample
+def test_message_finds_the_run_by_its_submission_name(tmp_path, real_data, good_lines):
+    """03_xception writes submissions/xception.csv: the run is found through params.json's submission_name."""
+    env = kaggle_env(tmp_path)
+    working = tmp_path / "fake-kaggle" / "working"
+    file = write(working / "submissions" / "xception.csv", good_lines)
+    record = working / "runs" / "full" / "03_xception"
+    record.mkdir(parents=True)
+    (record / "params.json").write_text(json.dumps({"submission_name": "xception", "profile": "full"}))
+    (record / "metrics.json").write_text(json.dumps({"val_accuracy": 0.95, "model": "xception"}))
+    result = run_module("lib.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    assert result.returncode == 0, result.stderr
+    assert message_of(uploads(env)[0]).startswith("03_xception (xception) | profile full | val_acc 0.9500 | git ")
