@@ -5,8 +5,11 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from dataclasses import dataclass  # noqa: E402
+
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 PRESETS = ("none", "light", "medium", "heavy")
 
@@ -20,34 +23,54 @@ def _check(name: str) -> str:
     return name
 
 
-def albumentations_transforms(name: str) -> list:
-    """The albumentations transforms of a preset (size-preserving: applied after the resize to the model size)."""
+@dataclass(frozen=True)
+class Geometry:
+    """A preset's geometric part: horizontal flip, then an affine about the image centre."""
+
+    flip: float  # probability of a horizontal flip
+    p: float  # probability of the affine
+    translate: float  # largest shift, as a fraction of the side
+    scale: tuple[float, float]
+    rotate: float  # largest rotation, degrees
+    shear: float = 0.0  # largest shear, degrees
+
+
+# Medium is roughly the seed's ImageDataGenerator (rotation 20, shift 0.1, zoom 0.1, flip).
+GEOMETRY = {
+    "light": Geometry(flip=0.5, p=0.5, translate=0.05, scale=(0.95, 1.05), rotate=5),
+    "medium": Geometry(flip=0.5, p=0.5, translate=0.1, scale=(0.9, 1.1), rotate=15),
+    "heavy": Geometry(flip=0.5, p=0.8, translate=0.15, scale=(0.8, 1.2), rotate=20, shear=8),
+}
+
+
+def geometric_transforms(name: str) -> list:
+    """The preset's flip + A.Affine (what lib.pipeline does in one fused warp, see sample_warp)."""
+    _check(name)
+    if name == "none":
+        return []
+    g = GEOMETRY[name]
+    return [
+        A.HorizontalFlip(p=g.flip),
+        A.Affine(translate_percent=(-g.translate, g.translate), scale=g.scale, rotate=(-g.rotate, g.rotate),
+                 shear=(-g.shear, g.shear) if g.shear else 0.0, border_mode=_BORDER, p=g.p),
+    ]
+
+
+def photometric_transforms(name: str) -> list:
+    """The preset's pixel-value transforms (colour, blur, noise, dropout), applied after the geometry."""
     _check(name)
     if name == "none":
         return []
     if name == "light":
-        return [
-            A.HorizontalFlip(p=0.5),
-            A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), rotate=(-5, 5),
-                     border_mode=_BORDER, p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
-        ]
+        return [A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3)]
     if name == "medium":
-        # Roughly the seed's ImageDataGenerator (rotation 20, shift 0.1, zoom 0.1, flip) plus photometric jitter.
         return [
-            A.HorizontalFlip(p=0.5),
-            # p=0.5 keeps the warp (the costliest step, about half a JPEG decode at 299 px) off every other image.
-            A.Affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15),
-                     border_mode=_BORDER, p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
             A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.3),
-            # No GaussNoise here: full-resolution noise costs more than the decode; blur is cheap.
+            # No GaussNoise here: full-resolution noise costs more than the JPEG decode; blur is cheap.
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.MotionBlur(blur_limit=(3, 5), p=1.0)], p=0.2),
         ]
     return [  # heavy
-        A.HorizontalFlip(p=0.5),
-        A.Affine(translate_percent=(-0.15, 0.15), scale=(0.8, 1.2), rotate=(-20, 20), shear=(-8, 8),
-                 border_mode=_BORDER, p=0.8),
         A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.6),
         A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=25, val_shift_limit=15, p=0.5),
         A.OneOf([A.RandomGamma(gamma_limit=(70, 130), p=1.0), A.CLAHE(clip_limit=2.0, p=1.0)], p=0.3),
@@ -61,6 +84,54 @@ def albumentations_transforms(name: str) -> list:
         A.CoarseDropout(num_holes_range=(1, 6), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15),
                         fill=0, p=0.5),
     ]
+
+
+def albumentations_transforms(name: str) -> list:
+    """All transforms of a preset, for an image already resized to the model size."""
+    return geometric_transforms(name) + photometric_transforms(name)
+
+
+def photometric_preset(name: str, seed: int | None = None) -> A.Compose | None:
+    """A.Compose of the preset's photometric part only (lib.pipeline applies the geometry itself), or None."""
+    transforms = photometric_transforms(name)
+    return A.Compose(transforms, seed=seed) if transforms else None
+
+
+def sample_warp(name: str, rng: np.random.Generator, width: int, height: int, size: int
+                ) -> tuple[bool, np.ndarray | None]:
+    """Draw the preset's geometry for a width x height image headed for size x size: (flip, matrix).
+
+    matrix is a 2x3 cv2.warpAffine matrix that does the stretched resize, the flip and the preset's affine
+    (same ranges as geometric_transforms) in one warp, or None when no affine was drawn: then the caller does a
+    plain resize (3x cheaper than a warp) and flips if asked. One warp instead of resize + Affine means one
+    interpolation instead of two and the resize for free (see lib.bench --explore)."""
+    geometry = GEOMETRY.get(_check(name))
+    if geometry is None:
+        return False, None
+    flip = bool(rng.random() < geometry.flip)
+    if not rng.random() < geometry.p:
+        return flip, None
+    # Pixel-centre convention of cv2.resize: dst = (src + 0.5) * size / side - 0.5.
+    sx, sy = size / width, size / height
+    matrix = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    if flip:
+        matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ matrix
+    centre = np.full(2, (size - 1) / 2.0)
+    scale = rng.uniform(*geometry.scale)
+    angle = np.deg2rad(rng.uniform(-geometry.rotate, geometry.rotate))
+    shear = np.deg2rad(rng.uniform(-geometry.shear, geometry.shear)) if geometry.shear else 0.0
+    shift = rng.uniform(-geometry.translate, geometry.translate, 2) * size
+    cos, sin = np.cos(angle), np.sin(angle)
+    linear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, np.tan(shear)], [0.0, 1.0]]) * scale
+    about_centre = np.eye(3)
+    about_centre[:2, :2] = linear
+    about_centre[:2, 2] = centre - linear @ centre + shift
+    return flip, (about_centre @ matrix)[:2]
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Apply a sample_warp matrix (bilinear, reflected borders like the albumentations presets), into out."""
+    return cv2.warpAffine(image, matrix, (size, size), dst=out, flags=cv2.INTER_LINEAR, borderMode=_BORDER)
 
 
 def albumentations_preset(name: str, seed: int | None = None) -> A.Compose | None:

@@ -18,6 +18,7 @@ import lib  # noqa: F401  (sets quiet-log environment variables first)
 from lib.images import read_resized, resize_square
 
 # The competition's photos: mostly 640x480, some 640x360, a few portrait.
+IDG_NAME = "ImageDataGenerator (rot 20, shift/zoom 0.1, flip)"
 SHAPES = ((480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640),
           (360, 640), (360, 640), (640, 480))
 
@@ -52,6 +53,14 @@ def _timed(function) -> float:
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
+
+
+def _timed_with_cpu(function) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU per image stays meaningful when other programs
+    share the cores, wall time does not."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def decode_only(paths, size: int, workers: int) -> None:
@@ -126,6 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--workers", type=int, default=None, help="pipeline threads (default: lib.pipeline's)")
     parser.add_argument("--tta-passes", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin repeats; the median is reported (default 3)")
     parser.add_argument("--skip-idg", action="store_true", help="skip ImageDataGenerator (needs TensorFlow)")
     parser.add_argument("--explore", action="store_true",
                         help="also time the design alternatives (PIL decode, processes, worker counts, ...)")
@@ -148,45 +158,68 @@ def main(argv=None) -> int:
               f"480x640) made in {time.perf_counter() - started:.1f}s; target {args.size}px, batch {args.batch}, "
               f"{workers} pipeline threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
         n = len(paths)
-        rows = []
-
-        def record(name, seconds, note=""):
-            rows.append((name, n / seconds, note))
-            print(f"  {name:<44} {n / seconds:8.1f} img/s", flush=True)
-
+        cv2.setNumThreads(1)  # every stage parallelises across images; OpenCV's own pool would oversubscribe
         decode_only(paths[:64], args.size, workers)  # warm the page cache and OpenCV
-        record("decode-only (cv2 imread+resize, threads)", _timed(lambda: decode_only(paths, args.size, workers)))
-        if not args.skip_idg:
-            try:
-                seconds = _timed(lambda: run_image_data_generator(paths, labels, args.size, args.batch))
-                record("ImageDataGenerator (rot 20, shift/zoom 0.1, flip)", seconds)
-            except ImportError as error:
-                print(f"  ImageDataGenerator skipped: {error}")
-        cache = root / "cache"
 
         def pipeline(**kwargs):
             return ImageSequence(paths, labels, image_size=args.size, batch_size=args.batch, augment="medium",
                                  workers=kwargs.pop("workers", workers), **kwargs)
 
-        record("pipeline, medium preset, no cache", _timed(lambda: iterate_like_fit(pipeline())))
-        cached = pipeline(cache_dir=cache, shuffle=True)
-        record("pipeline, medium, cache cold (1st epoch)", _timed(lambda: iterate_like_fit(cached)))
-        record("pipeline, medium, cache warm (2nd epoch)", _timed(lambda: iterate_like_fit(cached)))
-        note = []
-        record(f"inference, {args.tta_passes}-pass TTA (see note)",
-               _timed(lambda: note.append(tta_passes(paths, args.size, args.batch, args.tta_passes, workers))))
-        if args.explore:
-            explore(paths, labels, args, workers, record, root)
+        cache_runs = []
 
-        by_name = {name: rate for name, rate, _ in rows}
-        decode_rate = by_name["decode-only (cv2 imread+resize, threads)"]
-        idg_rate = next((rate for name, rate, _ in rows if name.startswith("ImageDataGenerator")), None)
-        print(f"\n| pipeline ({args.size} px, batch {args.batch}, {n} images) | img/s | x ImageDataGenerator "
-              f"| x decode-only |\n| --- | ---: | ---: | ---: |")
-        for name, rate, _ in rows:
-            versus_idg = f"{rate / idg_rate:.2f}" if idg_rate else "n/a"
-            print(f"| {name} | {rate:.0f} | {versus_idg} | {rate / decode_rate:.2f} |")
+        def cache_cold():
+            cache_runs.append(pipeline(cache_dir=root / f"cache{len(cache_runs)}", shuffle=True))
+            iterate_like_fit(cache_runs[-1])
+
+        note = []
+        stages = [("decode-only (cv2 imread+resize, threads)", lambda: decode_only(paths, args.size, workers))]
+        if not args.skip_idg:
+            stages.append((IDG_NAME, lambda: run_image_data_generator(paths, labels, args.size, args.batch)))
+        stages += [
+            ("pipeline, medium preset, no cache", lambda: iterate_like_fit(pipeline())),
+            ("pipeline, medium, cache cold (1st epoch)", cache_cold),
+            ("pipeline, medium, cache warm (2nd epoch)", lambda: iterate_like_fit(cache_runs[-1])),
+            (f"inference, {args.tta_passes}-pass TTA (see note)",
+             lambda: note.append(tta_passes(paths, args.size, args.batch, args.tta_passes, workers))),
+        ]
+        if args.explore:
+            stages += explore_stages(paths, labels, args, workers)
+        # Round-robin over --rounds and the median of each stage: on a shared machine other programs' load
+        # comes and goes, and a stage that runs once can land in a busy or in a quiet moment.
+        rates, cpu_per_image = {}, {}
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1}/{args.rounds}:", flush=True)
+            for name, function in stages:
+                try:
+                    wall, cpu = _timed_with_cpu(function)
+                except ImportError as error:
+                    print(f"  {name} skipped: {error}")
+                    stages = [stage for stage in stages if stage[0] != name]
+                    continue
+                rate, cpu_ms = n / wall, cpu / n * 1000
+                rates.setdefault(name, []).append(rate)
+                cpu_per_image.setdefault(name, []).append(cpu_ms)
+                print(f"  {name:<56} {rate:8.1f} img/s {cpu_ms:6.2f} CPU ms/img", flush=True)
+
+        wall = {name: float(np.median(values)) for name, values in rates.items()}
+        cpu_ms = {name: float(np.median(values)) for name, values in cpu_per_image.items()}
+        decode_name = "decode-only (cv2 imread+resize, threads)"
+        idg_rate = wall.get(IDG_NAME)
+        print(f"\n| {args.size} px, batch {args.batch}, {n} images, median of {args.rounds} rounds | img/s "
+              f"| x ImageDataGenerator | x decode-only | CPU ms/img | x decode-only by CPU |\n"
+              f"| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, _ in stages:
+            if name not in wall:
+                continue
+            versus_idg = f"{wall[name] / idg_rate:.2f}" if idg_rate else "n/a"
+            if "processes" in name:  # worker processes' CPU time is not this process's
+                cpu_text = "n/a | n/a"
+            else:
+                cpu_text = f"{cpu_ms[name]:.2f} | {cpu_ms[decode_name] / cpu_ms[name]:.2f}"
+            print(f"| {name} | {wall[name]:.0f} | {versus_idg} | {wall[name] / wall[decode_name]:.2f} | {cpu_text} |")
         print(f"\nTTA row: {note[0] if note else 'n/a'}; img/s counts each image once.")
+        print("img/s: wall clock. CPU ms/img: this process's CPU time per image, all threads (the steadier "
+              "figure when other programs share the cores); x decode-only by CPU = decode-only's CPU ms / this.")
         print(f"Total bench time {time.perf_counter() - started:.0f}s.")
     finally:
         if args.keep is None:
@@ -194,8 +227,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def explore(paths, labels, args, workers, record, root) -> None:
-    """Alternatives measured once to choose the pipeline's design; kept so the choice can be re-checked."""
+def explore_stages(paths, labels, args, workers) -> list:
+    """Design alternatives, measured to choose the pipeline's defaults; kept so the choices can be re-checked."""
     from PIL import Image
 
     from lib.augment import albumentations_preset
@@ -211,36 +244,39 @@ def explore(paths, labels, args, workers, record, root) -> None:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, paths, chunksize=8))
 
-    record("explore: PIL decode+resize, threads", _timed(pil_decode))
-    record("explore: decode-only, 1 thread", _timed(lambda: decode_only(paths, size, 1)))
-    for count in sorted({1, 2, 4, 8} - {workers}):
-        record(f"explore: pipeline medium, {count} threads", _timed(lambda: iterate_like_fit(ImageSequence(
-            paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=count))))
-    record("explore: pipeline medium, 2 processes", _timed(lambda: iterate_like_fit(ImageSequence(
-        paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=2,
-        use_multiprocessing=True))))
-    transform = albumentations_preset("medium", seed=0)
+    def sequence(**kwargs):
+        kwargs.setdefault("augment", "medium")
+        kwargs.setdefault("workers", workers)
+        return ImageSequence(paths, labels, image_size=kwargs.pop("image_size", size), batch_size=args.batch,
+                             **kwargs)
 
-    def augment_before_resize():
+    full_compose = albumentations_preset("medium", seed=0)
+
+    def unfused_medium():
+        # The plain way: decode, resize, then the whole albumentations Compose (flip + Affine + photometric).
         def one(path):
-            image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-            image = transform(image=image)["image"]
-            return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            return full_compose(image=read_resized(path, size))["image"]
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, paths, chunksize=8))
 
-    record("explore: augment full-size then resize", _timed(augment_before_resize))
-    threads_before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        record("explore: pipeline medium, cv2.setNumThreads(1)", _timed(lambda: iterate_like_fit(ImageSequence(
-            paths, labels, image_size=size, batch_size=args.batch, augment="medium", workers=workers))))
-    finally:
-        cv2.setNumThreads(threads_before)
-    for target in (224, 150):
-        record(f"explore: pipeline none at {target}px (reduced decode)", _timed(lambda: iterate_like_fit(
-            ImageSequence(paths, labels, image_size=target, batch_size=args.batch, workers=workers))))
+    stages = [
+        ("explore: PIL decode+resize, threads", pil_decode),
+        ("explore: decode-only, 1 thread", lambda: decode_only(paths, size, 1)),
+        ("explore: pipeline none (decode+resize via ImageSequence)",
+         lambda: iterate_like_fit(sequence(augment="none"))),
+        ("explore: medium unfused (resize then full Compose)", unfused_medium),
+        ("explore: pipeline medium, 2 processes",
+         lambda: iterate_like_fit(sequence(workers=2, use_multiprocessing=True))),
+    ]
+    for count in sorted({1, 4} - {workers}):
+        stages.append((f"explore: pipeline medium, {count} threads", lambda c=count: iterate_like_fit(
+            sequence(workers=c))))
+    for target in (224, 112):
+        stages.append((f"explore: pipeline none at {target}px (reduced decode)",
+                       lambda t=target: iterate_like_fit(sequence(augment="none", image_size=t))))
+        stages.append((f"explore: decode-only at {target}px", lambda t=target: decode_only(paths, t, workers)))
+    return stages
 
 
 if __name__ == "__main__":

@@ -217,15 +217,18 @@ def read_rgb(path, target_size: int | None = None) -> np.ndarray:
     return decode_rgb(path, data, fmt, target_size)
 
 
-def resize_square(image: np.ndarray, image_size: int) -> np.ndarray:
-    """Stretched resize to image_size x image_size. Bilinear unless shrinking by 2x or more on both sides
-    (then INTER_AREA against aliasing): after reduced JPEG decode the remaining factor is below 2, and OpenCV's
-    INTER_AREA at non-integer factors costs about as much as the JPEG decode itself (measured in lib.bench)."""
+def resize_square(image: np.ndarray, image_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Stretched resize to image_size x image_size (into out when given). Bilinear unless shrinking by 2x or
+    more on both sides (then INTER_AREA against aliasing): after reduced JPEG decode the remaining factor is
+    below 2, and OpenCV's INTER_AREA at non-integer factors costs about as much as the JPEG decode itself."""
     height, width = image.shape[:2]
     if height == image_size and width == image_size:
+        if out is not None and out is not image:
+            out[...] = image
+            return out
         return image
     strong_shrink = min(height, width) >= 2 * image_size
-    return cv2.resize(image, (image_size, image_size),
+    return cv2.resize(image, (image_size, image_size), dst=out,
                       interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
 
 

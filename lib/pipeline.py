@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 import lib
-from lib.augment import albumentations_preset
-from lib.images import ImageReadError, read_resized, warn_unreadable
+from lib.augment import GEOMETRY, photometric_preset, sample_warp, warp
+from lib.images import ImageReadError, read_rgb, resize_square, warn_unreadable
 
 # Threads, not processes: OpenCV decode/resize and the albumentations ops release the GIL, and threads avoid
 # pickling the dataset and copying batches between processes (see lib.bench for the measurement).
@@ -39,6 +39,73 @@ class ResizedImageCache:
     Two files in cache_dir: images_<size>_<key>.u8 ([N, S, S, 3]) and .done (one byte per image, set after the
     image is written). Shared by threads and, through the page cache, by worker processes; each process maps
     the files itself (a memmap must not be pickled into a worker as a copy).
+    """
+
+    def __init__(self, cache_dir, paths: list[str], image_size: int):
+        self.image_size = image_size
+        self.count = len(paths)
+        key = _cache_key(paths, image_size)
+        folder = Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.images_path = folder / f"images_{image_size}_{key}.u8"
+        self.done_path = folder / f"images_{image_size}_{key}.done"
+        shape = (self.count, image_size, image_size, 3)
+        if not self.images_path.exists() or self.images_path.stat().st_size != int(np.prod(shape)):
+            # Sparse files: creation is instant, disk fills only as images are written.
+            with open(self.done_path, "wb") as handle:
+                handle.truncate(self.count)
+            with open(self.images_path, "wb") as handle:
+                handle.truncate(int(np.prod(shape)))
+        self._shape = shape
+        self._maps = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update(_maps=None, _pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _arrays(self):
+        if self._maps is None or self._pid != os.getpid():
+            with self._lock:
+                if self._maps is None or self._pid != os.getpid():
+                    images = np.memmap(self.images_path, dtype=np.uint8, mode="r+", shape=self._shape)
+                    done = np.memmap(self.done_path, dtype=np.uint8, mode="r+", shape=(self.count,))
+                    self._maps, self._pid = (images, done), os.getpid()
+        return self._maps
+
+    def get(self, index: int, out: np.ndarray) -> bool:
+        """Copy image `index` into out and return True when it is cached."""
+        images, done = self._arrays()
+        if not done[index]:
+            return False
+        out[...] = images[index]
+        return True
+
+    def put(self, index: int, image: np.ndarray) -> None:
+        images, done = self._arrays()
+        images[index] = image
+        done[index] = 1
+
+    def filled(self) -> int:
+        return int(np.count_nonzero(self._arrays()[1]))
+
+
+class ImageSequence(keras.utils.PyDataset):
+    """Batches (x uint8 [B, S, S, 3] RGB, y one-hot float32 [B, NUM_CLASSES]) from image files, or x alone
+    when labels is None. The last partial batch is kept, so prediction never drops a row. An unreadable file
+    gives a blank (zeros) image and one warning. shuffle reorders deterministically from seed + epoch.
+
+    Per image: decode (reduced-size JPEG decode when the file is >= 2x the target) -> one cv2.warpAffine that does
+    the stretched resize to S x S together with the preset's random flip and affine (plain resize when none was
+    drawn) -> the preset's photometric albumentations at S. With cache_dir, resized images are kept in a uint8
+    memmap so later epochs skip the decode; the preset (geometry included) still runs every epoch.
+    Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
     """
 
     def __init__(self, cache_dir, paths: list[str], image_size: int):
@@ -132,7 +199,8 @@ class ImageSequence(keras.utils.PyDataset):
                 raise ValueError(f"labels must be in 0..{lib.NUM_CLASSES - 1}, got {labels.min()}..{labels.max()}")
             self.labels = labels.astype(np.int64)
         self.augment = augment
-        self._transform = albumentations_preset(augment)  # validates the name early
+        self._photometric = photometric_preset(augment)  # validates the name early
+        self._geometric = augment in GEOMETRY
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = 0
@@ -164,39 +232,67 @@ class ImageSequence(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         return self._order[index * self.batch_size:(index + 1) * self.batch_size]
 
-    def _transform_for_batch(self, index: int):
-        """A per-thread copy of the Compose, reseeded for this (seed, epoch, batch)."""
-        if self._transform is None:
-            return None
-        local = self._local
-        if getattr(local, "transform", None) is None:
-            local.transform = albumentations_preset(self.augment)
+    def _random_for_batch(self, index: int):
+        """(numpy Generator, per-thread photometric Compose or None), both seeded from (seed, epoch, batch)."""
         key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
-        local.transform.set_random_state(np.random.default_rng(key), random.Random(key))
-        return local.transform
+        rng = np.random.default_rng(key)
+        if self._photometric is None:
+            return rng, None
+        local = self._local
+        if getattr(local, "photometric", None) is None:
+            local.photometric = photometric_preset(self.augment)
+        local.photometric.set_random_state(rng, random.Random(key))
+        return rng, local.photometric
 
-    def load(self, row: int, out: np.ndarray) -> bool:
-        """Fill out with the resized image of row (from the cache when warm); False when unreadable (zeros)."""
-        if self.cache is not None and self.cache.get(row, out):
-            return True
+    def _decode(self, row: int) -> np.ndarray | None:
         try:
-            out[...] = read_resized(self.paths[row], self.image_size)
+            return read_rgb(self.paths[row], target_size=self.image_size)
         except ImageReadError as error:
             warn_unreadable(error.path, error.reason, self._warned)
-            out[...] = 0
-            return False
+            return None
+
+    def load(self, row: int, out: np.ndarray, rng: np.random.Generator | None = None) -> bool:
+        """Fill out ([S, S, 3]) with row's image: resized, or, given rng and a preset with geometry, with a
+        random flip/affine drawn from rng. False (and zeros) when the file is unreadable."""
+        size = self.image_size
         if self.cache is not None:
-            self.cache.put(row, out)
+            if not self.cache.get(row, out):
+                image = self._decode(row)
+                if image is None:
+                    out[...] = 0
+                    return False
+                resize_square(image, size, out=out)
+                self.cache.put(row, out)
+            source = out
+        else:
+            source = self._decode(row)
+            if source is None:
+                out[...] = 0
+                return False
+            if min(source.shape[:2]) >= 2 * size:
+                source = resize_square(source, size)  # INTER_AREA first: a bilinear warp would alias
+        flip, matrix = False, None
+        if rng is not None and self._geometric:
+            flip, matrix = sample_warp(self.augment, rng, source.shape[1], source.shape[0], size)
+        if matrix is not None:
+            if source is out:
+                source = out.copy()  # warpAffine cannot work in place
+            warp(source, matrix, size, out=out)
+            return True
+        if flip:
+            cv2.flip(resize_square(source, size) if source is not out else out.copy(), 1, dst=out)
+        elif source is not out:
+            resize_square(source, size, out=out)
         return True
 
     def __getitem__(self, index: int):
         rows = self.batch_indices(index)
         size = self.image_size
         x = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-        transform = self._transform_for_batch(index)
+        rng, photometric = self._random_for_batch(index)
         for slot, row in enumerate(rows):
-            if self.load(row, x[slot]) and transform is not None:
-                x[slot] = transform(image=x[slot])["image"]
+            if self.load(row, x[slot], rng) and photometric is not None:
+                x[slot] = photometric(image=x[slot])["image"]
         if self.labels is None:
             return x
         y = np.zeros((len(rows), lib.NUM_CLASSES), dtype=np.float32)

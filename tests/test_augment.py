@@ -1,8 +1,9 @@
 """lib.augment: presets run, keep shape/dtype, 'none' is identity, Keras layers run, bad names are refused."""
+import cv2
 import numpy as np
 import pytest
 
-from lib.augment import PRESETS, albumentations_preset, keras_augmentation
+from lib.augment import PRESETS, albumentations_preset, keras_augmentation, sample_warp, warp
 
 
 @pytest.fixture
@@ -45,3 +46,53 @@ def test_unknown_name_lists_valid_ones():
         albumentations_preset("strong")
     with pytest.raises(ValueError, match="medium"):
         keras_augmentation("strong")
+
+
+class _FixedRandom:
+    """Stands in for np.random.Generator: random() from a list, uniform() at the middle of its range."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def random(self):
+        return self.draws.pop(0)
+
+    def uniform(self, low, high, size=None):
+        middle = (low + high) / 2.0
+        return middle if size is None else np.full(size, middle)
+
+
+def _source():
+    image = np.zeros((48, 80, 3), np.uint8)
+    image[:, :20] = (255, 0, 0)
+    image[10:30, 50:70] = (0, 255, 0)
+    return image
+
+
+def test_fused_warp_without_flip_or_affine_is_none():
+    assert sample_warp("medium", _FixedRandom([0.99, 0.99]), 80, 48, 32) == (False, None)
+    assert sample_warp("medium", _FixedRandom([0.0, 0.99]), 80, 48, 32) == (True, None)  # flip: caller's job
+    assert sample_warp("none", _FixedRandom([]), 80, 48, 32) == (False, None)
+
+
+def test_fused_warp_with_neutral_affine_equals_the_plain_resize():
+    flip, matrix = sample_warp("medium", _FixedRandom([0.99, 0.0]), 80, 48, 32)  # scale 1, angle 0, shift 0
+    assert not flip
+    expected = cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(warp(_source(), matrix, 32).astype(int) - expected).max() <= 2
+
+
+def test_fused_warp_flip_equals_resize_then_flip():
+    flip, matrix = sample_warp("medium", _FixedRandom([0.0, 0.0]), 80, 48, 32)  # flip + neutral affine
+    assert flip
+    expected = cv2.flip(cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR), 1)
+    assert np.abs(warp(_source(), matrix, 32).astype(int) - expected).max() <= 2
+
+
+def test_fused_warp_random_draws_change_the_image_and_keep_shape():
+    rng = np.random.default_rng(0)
+    outputs = [sample_warp("heavy", rng, 80, 48, 32)[1] for _ in range(20)]
+    warped = [warp(_source(), m, 32) for m in outputs if m is not None]
+    assert warped and all(w.shape == (32, 32, 3) and w.dtype == np.uint8 for w in warped)
+    plain = cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR)
+    assert any(np.abs(w.astype(int) - plain).mean() > 5 for w in warped)
