@@ -1,6 +1,7 @@
 """Augmentation presets: albumentations on the CPU (per image) and Keras preprocessing layers in the model."""
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -111,22 +112,25 @@ def sample_warp(name: str, rng: np.random.Generator, width: int, height: int, si
     flip = bool(rng.random() < geometry.flip)
     if not rng.random() < geometry.p:
         return flip, None
-    # Pixel-centre convention of cv2.resize: dst = (src + 0.5) * size / side - 0.5.
+    # Plain floats, not numpy 3x3 products: this runs per image under the GIL, next to the worker threads.
+    # Resize (cv2.resize's pixel-centre convention: dst = (src + 0.5) * size / side - 0.5), then flip.
     sx, sy = size / width, size / height
-    matrix = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    a, b, c = sx, 0.0, 0.5 * sx - 0.5
+    d, e, f = 0.0, sy, 0.5 * sy - 0.5
     if flip:
-        matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ matrix
-    centre = np.full(2, (size - 1) / 2.0)
-    scale = rng.uniform(*geometry.scale)
-    angle = np.deg2rad(rng.uniform(-geometry.rotate, geometry.rotate))
-    shear = np.deg2rad(rng.uniform(-geometry.shear, geometry.shear)) if geometry.shear else 0.0
-    shift = rng.uniform(-geometry.translate, geometry.translate, 2) * size
-    cos, sin = np.cos(angle), np.sin(angle)
-    linear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, np.tan(shear)], [0.0, 1.0]]) * scale
-    about_centre = np.eye(3)
-    about_centre[:2, :2] = linear
-    about_centre[:2, 2] = centre - linear @ centre + shift
-    return flip, (about_centre @ matrix)[:2]
+        a, b, c = -a, -b, size - 1.0 - c
+    # Then scale/rotate/shear about the output centre, and shift.
+    scale = float(rng.uniform(*geometry.scale))
+    angle = math.radians(float(rng.uniform(-geometry.rotate, geometry.rotate)))
+    shear = math.tan(math.radians(float(rng.uniform(-geometry.shear, geometry.shear)))) if geometry.shear else 0.0
+    shift_x, shift_y = (float(v) * size for v in rng.uniform(-geometry.translate, geometry.translate, 2))
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    l11, l12, l21, l22 = cos, cos * shear - sin, sin, sin * shear + cos  # rotation @ shear, scaled
+    centre = (size - 1) / 2.0
+    t1 = centre - (l11 + l12) * centre + shift_x
+    t2 = centre - (l21 + l22) * centre + shift_y
+    return flip, np.array([[l11 * a + l12 * d, l11 * b + l12 * e, l11 * c + l12 * f + t1],
+                           [l21 * a + l22 * d, l21 * b + l22 * e, l21 * c + l22 * f + t2]])
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
