@@ -33,8 +33,8 @@ for _name, _text in LIB_SOURCES.items():
     with open(_working / "lib" / _name, "w", encoding="utf-8", newline="") as _file:
         _file.write(_text)
 sys.path.insert(0, str(_working))
-del LIB_SOURCES, _name, _text, _file  # keep the notebook's namespace (and the parameter collection) clean
 print(f"lib: {{len(LIB_SOURCES)}} modules written to {{_working / 'lib'}}")
+del LIB_SOURCES, _name, _text, _file  # keep the notebook's namespace (and the parameter collection) clean
 '''
 
 
