@@ -1,6 +1,7 @@
 """Ensembles: blend class probabilities, fit non-negative blend weights on validation/OOF log-loss."""
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,53 @@ def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
     n_rows = len(next(iter(columns.values()))) if columns else 1
     index = pd.Index([*range(n_rows - 1), "all"], name="class", dtype=object)
     return pd.DataFrame(columns, index=index)
+
+
+class EnsembleError(ValueError):
+    """The model runs cannot be combined as asked (missing, or validated on different rows)."""
+
+
+@dataclass
+class Blend:
+    """An ensemble fitted on the shared validation rows."""
+
+    weights: pd.Series
+    val_ids: pd.Series
+    val_labels: np.ndarray
+    val_probs: np.ndarray
+    test_ids: pd.Series
+    test_probs: np.ndarray
+    model_val_probs: dict
+
+    def scores(self) -> pd.DataFrame:
+        """Weight and validation accuracy of each model and of the ensemble."""
+        accuracies = {name: accuracy(p, self.val_labels) for name, p in self.model_val_probs.items()}
+        accuracies["ensemble"] = accuracy(self.val_probs, self.val_labels)
+        return self.weights.to_frame().join(pd.Series(accuracies, name="validation accuracy"), how="outer")
+
+
+def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "scipy") -> Blend:
+    """Read each model run's probs_val/probs_test, fit blend weights on the shared validation rows, blend."""
+    from lib.runs import load_probs, probs_matrix
+
+    vals, tests = {}, {}
+    for name, folder in run_folders.items():
+        try:
+            vals[name], tests[name] = load_probs(folder, "val"), load_probs(folder, "test")
+        except FileNotFoundError as err:
+            raise EnsembleError(str(err)) from None
+    names = list(run_folders)
+    reference = vals[names[0]]
+    for name in names[1:]:
+        if not vals[name]["Id"].equals(reference["Id"]) or not tests[name]["Id"].equals(tests[names[0]]["Id"]):
+            raise EnsembleError(f"{name} was validated or tested on other rows than {names[0]}: rerun both with "
+                                f"the same data_dir, seed and val_fraction (the shared split).")
+    labels = reference["Category"].to_numpy()
+    per_model = {name: probs_matrix(vals[name]) for name in names}
+    weights = fit_weights(list(per_model.values()), labels, method=method, search=search) if len(names) > 1 \
+        else np.ones(1)
+    return Blend(weights=pd.Series(weights, index=names, name="weight"), val_ids=reference["Id"],
+                 val_labels=labels, val_probs=blend(list(per_model.values()), weights, method),
+                 test_ids=tests[names[0]]["Id"],
+                 test_probs=blend([probs_matrix(tests[name]) for name in names], weights, method),
+                 model_val_probs=per_model)

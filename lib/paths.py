@@ -25,7 +25,9 @@ def on_kaggle() -> bool:
 
 
 def output_root() -> Path:
-    """Where runs and submissions are written: the checkout locally, `/kaggle/working` on Kaggle."""
+    """Where runs and submissions go: the checkout, `/kaggle/working` on Kaggle, or `CARS_OUTPUT_ROOT` if set."""
+    if os.environ.get("CARS_OUTPUT_ROOT"):
+        return Path(os.environ["CARS_OUTPUT_ROOT"])
     return kaggle_root() / "working" if on_kaggle() else PROJECT_ROOT
 
 
@@ -83,11 +85,12 @@ def keras_home() -> Path:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["data-dir", "profile", "runs-dir"])
+    parser.add_argument("what", choices=["data-dir", "profile", "runs-dir", "submissions-dir"])
     parser.add_argument("data_dir", nargs="?", default=None)
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
-    print({"data-dir": data_dir, "profile": default_profile(data_dir), "runs-dir": runs_dir()}[args.what])
+    print({"data-dir": data_dir, "profile": default_profile(data_dir), "runs-dir": runs_dir(),
+           "submissions-dir": submissions_dir()}[args.what])
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ def validate_submission(submission: pd.DataFrame | str | os.PathLike, sample_ids
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
         raise SubmissionError(f"{name}: {len(duplicated)} duplicate Id(s), first {duplicated[:3]}")
-    expected = set(sample_ids)
-    missing = [i for i in sample_ids if i not in set(ids)]
+    expected, present = set(sample_ids), set(ids)
+    missing = [i for i in sample_ids if i not in present]
     extra = [i for i in ids if i not in expected]
     if extra:
         hint = " (Ids must keep the `.jpg` extension)" if any(f"{i}.jpg" in expected for i in extra[:10]) else ""

@@ -1,0 +1,141 @@
+"""The steps the model notebooks (03, 04) share: set up a run, build, train, evaluate with TTA, submit."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib import data, paths
+from lib.runs import RunRecord, seed_everything, write_csv
+
+# Settings whose change makes an old run folder unusable for resuming (it is moved aside, not deleted).
+FINGERPRINT = ["data_dir", "backbone", "weights", "seed", "val_fraction", "stages", "pooling", "dense_units",
+               "head_batchnorm", "keras_augment", "precision"]
+STARTED = time.time()  # the notebook's start: the time budget counts from here
+
+
+def collect_params(namespace: dict, before: set) -> dict:
+    """The parameters cell's names (and papermill's injected overrides): globals defined after `before`."""
+    return {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")
+            and isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+
+
+@dataclass
+class Context:
+    """What one notebook run works with."""
+
+    params: dict
+    run: RunRecord
+    data_dir: Path
+    scan: data.DataScan
+    train: pd.DataFrame
+    val: pd.DataFrame
+    precision: str
+
+    def sequence(self, frame: pd.DataFrame, image_size: int, batch_size: int, augment: str = "none",
+                 shuffle: bool = False, labelled: bool = True):
+        from lib.pipeline import ImageSequence
+
+        workers = {"workers": self.params["workers"]} if self.params.get("workers") else {}
+        return ImageSequence(frame["path"].tolist(), frame["Category"].to_numpy() if labelled else None,
+                             image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle,
+                             seed=self.params["seed"], **workers)
+
+
+def setup(params: dict) -> Context:
+    """Seed, resolve and check the data, split it, and open the run folder (resuming if it matches)."""
+    from lib.models import apply_precision, describe_device
+
+    seed_everything(params["seed"])
+    data_dir = data.prepare_data_dir(paths.resolve_data_dir(params.get("data_dir")))
+    params = {**params, "data_dir": str(data_dir)}
+    run = RunRecord(params.get("run_dir") or paths.run_dir(params["profile"], params["run_name"]))
+    precision = apply_precision(params.get("precision", "auto"))
+    run.start({**params, "precision_policy": precision}, fingerprint_keys=FINGERPRINT)
+    scan = data.scan(data_dir, max_bad_fraction=params.get("max_bad_fraction", 0.01))
+    write_csv(run.path("problems.csv"), scan.problems)
+    train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
+    print(describe_device())
+    print(f"Data: {data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}; {scan.summary()}")
+    print(f"Split (seed {params['seed']}): {len(train):,} train / {len(val):,} validation; "
+          f"precision {precision}; run folder {run.dir}")
+    return Context(params, run, data_dir, scan, train, val, precision)
+
+
+def build(ctx: Context):
+    from lib.models import build_model
+
+    p = ctx.params
+    return build_model(p["backbone"], weights=p["weights"], pooling=p["pooling"], head_batchnorm=p["head_batchnorm"],
+                       dropout=p["dropout"], dense_units=p["dense_units"], activation=p["activation"], l2=p["l2"],
+                       keras_augment=p["keras_augment"])
+
+
+def train(ctx: Context, model):
+    from lib.train import deadline_from, train_stages
+
+    p = ctx.params
+    budget = p.get("time_budget_minutes")
+    deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
+    result = train_stages(
+        model, p["stages"], ctx.train, ctx.val, ctx.run,
+        make_sequence=lambda frame, size, batch, augment, shuffle: ctx.sequence(frame, size, batch, augment, shuffle),
+        batch_size=p["batch_size"], augment=p["augment"], label_smoothing=p["label_smoothing"],
+        class_weight=p.get("class_weight"), early_stopping_patience=p["early_stopping_patience"],
+        deadline=deadline, jit_compile=p["jit_compile"],
+        gradient_accumulation_steps=p.get("gradient_accumulation_steps"), verbose=p.get("verbose", "auto"))
+    ctx.run.update_metrics(stopped_by_budget=result.stopped_by_budget, stages=result.stages,
+                           best_val_accuracy_during_training=result.best_val_accuracy)
+    return result
+
+
+@dataclass
+class Evaluation:
+    val_probs: np.ndarray
+    val_probs_plain: np.ndarray
+    test_probs: np.ndarray
+    table: pd.DataFrame
+
+
+def evaluate(ctx: Context, model) -> Evaluation:
+    """Validation accuracy without and with TTA, test probabilities with TTA; all saved in the run folder."""
+    from lib.ensemble import accuracy
+    from lib.predict import apply_fallback, class_prior, predict_probs
+
+    p = ctx.params
+    size = p["predict_image_size"] or p["stages"][-1]["image_size"]
+    batch = p["batch_size"]
+    val_seq = ctx.sequence(ctx.val, size, batch, labelled=False)
+    labels = ctx.val["Category"].to_numpy()
+    plain = predict_probs(model, val_seq, ["identity"])
+    with_tta = predict_probs(model, val_seq, p["tta"], p["tta_passes"])
+    test = ctx.scan.test
+    test_probs = predict_probs(model, ctx.sequence(test, size, batch, labelled=False), p["tta"], p["tta_passes"])
+    fallback = int((~test["readable"]).sum())
+    if fallback:
+        print(f"{fallback} unreadable test image(s) predicted with the training prior; listed in problems.csv")
+    test_probs = apply_fallback(test_probs, test["readable"].to_numpy(), class_prior(ctx.scan.train["Category"]))
+    ctx.run.save_probs("val", ctx.val["Id"], with_tta, labels)
+    ctx.run.save_probs("test", test["Id"], test_probs)
+    table = pd.DataFrame({"validation accuracy": [accuracy(plain, labels), accuracy(with_tta, labels)]},
+                         index=["no TTA", f"TTA ({len(p['tta'])} transforms, {p['tta_passes'] or len(p['tta'])} passes)"])
+    ctx.run.update_metrics(model=p["run_name"], backbone=p["backbone"], profile=p["profile"],
+                           val_accuracy_no_tta=float(table.iloc[0, 0]), val_accuracy=float(table.iloc[1, 0]),
+                           image_size=size, test_rows=len(test), test_fallback_rows=fallback)
+    return Evaluation(with_tta, plain, test_probs, table)
+
+
+def submit(ctx: Context, test_probs: np.ndarray, name: str) -> Path:
+    """Write submissions/<name>.csv (validated, atomic); on Kaggle also /kaggle/working/submission.csv."""
+    from lib.submission import read_sample_ids, write_submission
+
+    sample_ids = read_sample_ids(ctx.data_dir / "sample-submission.csv")
+    ids, categories = ctx.scan.test["Id"], np.asarray(test_probs).argmax(axis=1)
+    out = write_submission(ids, categories, paths.submissions_dir() / f"{name}.csv", sample_ids)
+    if paths.on_kaggle():
+        write_submission(ids, categories, paths.kaggle_root() / "working" / "submission.csv", sample_ids)
+    print(f"Submission written: {out} ({len(ids):,} rows)")
+    return out

@@ -1,0 +1,100 @@
+"""The figures the notebooks show: data overview, augmentation previews, training curves, LR, confusion matrix."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lib import NUM_CLASSES
+
+# Names competitors gave the classes; the demo data reuses the numbers only.
+CLASS_NAMES = ["Lada Priora", "Ford Focus", "Lada 2114", "Lada 2110", "Lada 2107", "Lada Niva", "Lada Kalina",
+               "Lada 2109", "VW Passat", "Lada 21099"]
+
+
+def class_balance(train: pd.DataFrame, ax=None):
+    ax = ax or plt.subplots(figsize=(8, 3.5))[1]
+    counts = train["Category"].value_counts().reindex(range(NUM_CLASSES), fill_value=0)
+    sns.barplot(x=counts.index, y=counts.to_numpy(), ax=ax, color="tab:blue")
+    ax.set(xlabel="Category", ylabel="images", title=f"Class balance ({len(train):,} train images)")
+    for i, v in enumerate(counts):
+        ax.text(i, v, str(v), ha="center", va="bottom", fontsize=8)
+    return ax
+
+
+def image_sizes(sizes: pd.DataFrame, ax=None):
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    table = sizes.dropna().astype(int).value_counts().head(8)
+    labels = [f"{w}x{h}" for w, h in table.index]
+    sns.barplot(x=table.to_numpy(), y=labels, ax=ax, color="tab:green")
+    ax.set(xlabel="images", ylabel="width x height", title="Most common image sizes")
+    return ax
+
+
+def image_grid(images, titles=None, columns: int = 8, size: float = 1.6, title: str | None = None):
+    """Show uint8 RGB images in a grid."""
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size * 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(image)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_size: int = 160):
+    """`per_class` random photos of each class, one row per class."""
+    from lib.images import read_resized
+
+    picks = train.sample(frac=1, random_state=seed).groupby("Category").head(per_class).sort_values("Category")
+    images = [read_resized(p, image_size) for p in picks["path"]]
+    titles = [f"{c}: {CLASS_NAMES[c]}" for c in picks["Category"]]
+    return image_grid(images, titles, columns=per_class, title="Samples per class")
+
+
+def history(frame: pd.DataFrame):
+    """Accuracy and loss per epoch, train vs validation, with stage boundaries."""
+    fig, axes = plt.subplots(1, 3 if "lr" in frame else 2, figsize=(14, 3.5))
+    if frame.empty:
+        return fig
+    epochs = frame["epoch"] + 1
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, frame[metric], "o-", label="train")
+        ax.plot(epochs, frame[f"val_{metric}"], "o-", label="validation")
+        ax.set(xlabel="epoch", title=metric)
+        ax.legend()
+    if "lr" in frame:
+        axes[2].plot(epochs, frame["lr"], "o-")
+        axes[2].set(xlabel="epoch", title="learning rate (end of epoch)", yscale="log")
+    if "stage" in frame:
+        for boundary in epochs[frame["stage"].diff().fillna(0) > 0]:
+            for ax in axes:
+                ax.axvline(boundary - 0.5, color="grey", ls=":")
+    fig.tight_layout()
+    return fig
+
+
+def lr_schedule(frame: pd.DataFrame, ax=None):
+    """Learning rate against step, one colour per stage (from lib.train.lr_at_epochs)."""
+    ax = ax or plt.subplots(figsize=(8, 3))[1]
+    for stage, part in frame.groupby("stage", sort=False):
+        ax.plot(part["step"], part["lr"], label=stage)
+    ax.set(xlabel="step", ylabel="learning rate", title="Learning-rate schedule", yscale="log")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def confusion(labels, predictions, ax=None, title: str = "Validation confusion matrix"):
+    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    matrix = pd.crosstab(pd.Series(labels, name="true"), pd.Series(predictions, name="predicted"))
+    matrix = matrix.reindex(index=range(NUM_CLASSES), columns=range(NUM_CLASSES), fill_value=0)
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
+    ax.set_title(title)
+    return ax

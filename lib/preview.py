@@ -1,0 +1,41 @@
+"""Augmented copies of a few photos, for the augmentation preview notebook."""
+from __future__ import annotations
+
+import numpy as np
+
+from lib.images import read_resized
+
+
+def albumentations_samples(paths: list[str], preset: str, image_size: int, copies: int, seed: int = 0):
+    """Per photo: the original, then `copies` draws of the pipeline's augmentation (the same code training runs)."""
+    from lib.pipeline import ImageSequence
+
+    images, titles = [], []
+    for path in paths:
+        images.append(read_resized(path, image_size))
+        titles.append("original")
+        for copy in range(copies):
+            sequence = ImageSequence([path], [0], image_size=image_size, batch_size=1, augment=preset,
+                                     seed=seed + copy, workers=1)
+            images.append(sequence[0][0][0])
+            titles.append(f"{preset} #{copy + 1}")
+    return images, titles
+
+
+def keras_layer_samples(paths: list[str], preset: str, image_size: int, copies: int, seed: int = 0):
+    """Per photo: the original, then `copies` outputs of the Keras preprocessing layers in training mode."""
+    import keras
+
+    from lib.augment import keras_augmentation
+
+    layers = keras_augmentation(preset, seed=seed)
+    images, titles = [], []
+    for path in paths:
+        original = read_resized(path, image_size)
+        images.append(original)
+        titles.append("original")
+        batch = np.repeat(original[None].astype("float32"), copies, axis=0)
+        augmented = keras.ops.convert_to_numpy(layers(batch, training=True))
+        images.extend(np.clip(augmented, 0, 255).astype(np.uint8))
+        titles.extend(f"keras {preset} #{i + 1}" for i in range(copies))
+    return images, titles
