@@ -1,0 +1,96 @@
+# sf-dl-car-classification: a reproducible notebook series. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GPU ?=
+DATA_DIR ?=
+PROFILE ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONPATH := $(CURDIR)
+
+NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble
+# Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
+DATA = $(shell $(PY) -m lib.paths data-dir $(DATA_DIR))
+PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
+RUNS = $(shell $(PY) -m lib.paths runs-dir)
+SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
+
+.PHONY: help venv prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
+	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full  GPU=1  FILE=  MSG=  FORCE=1"
+
+# ---------------------------------------------------------------- environment
+venv: $(VENV)/.installed ## Create .venv from requirements.txt (GPU=1: GPU TensorFlow via requirements-gpu.txt)
+
+$(VENV)/.installed: requirements.txt requirements-gpu.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(GPU),)
+	$(PY) -m pip install -q -r requirements.txt
+else
+	grep -v '^tensorflow-cpu' requirements.txt > $(VENV)/requirements-gpu-resolved.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements-gpu-resolved.txt -r requirements-gpu.txt
+endif
+	@touch $@
+
+# ---------------------------------------------------------------- the series
+prepare: | venv ## Find the data (DATA_DIR, else data/, else the offline demo, generated once) and check its layout
+	@$(PY) -m lib.data prepare $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+notebooks: $(NOTEBOOKS:%=notebooks/%.ipynb) ## Build/sync the .ipynb notebooks from their percent-format .py sources
+
+notebooks/%.ipynb: notebooks/%.py | venv
+	@$(VENV)/bin/jupytext --quiet --update --to ipynb --set-kernel python3 $<
+
+# papermill runs one notebook headless into its run folder; a failure names the notebook and its executed copy.
+define run_notebook
+	@mkdir -p $(RUNS)/$(PROF)/$(1)
+	@echo "== $(1): profile $(PROF), data $(DATA) =="
+	@$(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
+		-f profiles/$(PROF)/$(1).yaml -p data_dir "$(DATA)" -p profile $(PROF) --log-output --no-progress-bar \
+	|| { echo "FAILED: notebook $(1). The executed copy with the traceback: $(RUNS)/$(PROF)/$(1)/$(1).ipynb" >&2; exit 1; }
+endef
+
+01_eda: notebooks/01_eda.ipynb prepare ## Notebook 01: class balance, image sizes, samples, problem files
+	$(call run_notebook,$@)
+02_augmentation_preview: notebooks/02_augmentation_preview.ipynb prepare ## Notebook 02: augmentation presets preview
+	$(call run_notebook,$@)
+03_xception: notebooks/03_xception.ipynb prepare ## Notebook 03: Xception in stages, TTA, submissions/xception.csv
+	$(call run_notebook,$@)
+04_efficientnetb7: notebooks/04_efficientnetb7.ipynb prepare ## Notebook 04: EfficientNetB7, time-budgeted, submissions/efficientnetb7.csv
+	$(call run_notebook,$@)
+05_ensemble: notebooks/05_ensemble.ipynb prepare ## Notebook 05: weighted ensemble of 03 and 04, submissions/submission.csv
+	$(call run_notebook,$@)
+
+run-all: prepare $(NOTEBOOKS) ## Run the five notebooks in order (demo data when no competition data is found)
+	@echo "Done. Submissions: $$(ls $(SUBMISSIONS)/*.csv | tr '\n' ' '); executed notebooks in $(RUNS)/$(PROF)/"
+
+score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the demo's hidden test labels
+	@$(PY) -m lib.submission score $(or $(FILE),$(SUBMISSIONS)/submission.csv) --labels "$(DATA)/test_labels.csv"
+
+# ---------------------------------------------------------------- checks
+test: test-unit test-jax ## Run the whole test suite (TensorFlow environment, then the JAX-only job)
+
+test-unit: | venv ## Run the tests in the TensorFlow environment
+	$(PY) -m pytest -q -m "not jax"
+
+test-jax: ## Run the JAX-backend job: tiny training + predict with no TensorFlow installed (.venv-jax)
+	@test -f .venv-jax/.installed || { $(PYTHON) -m venv .venv-jax && .venv-jax/bin/pip install -q --upgrade pip \
+		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && touch .venv-jax/.installed; }
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider -m jax
+
+bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
+	$(PY) -m lib.bench
+
+clean: ## Remove runs, submissions, built notebooks and the generated demo data (keeps real data and .venv)
+	rm -rf runs submissions build notebooks/*.ipynb data/demo data/demo.partial
+
+include kaggle.mk

@@ -1,0 +1,110 @@
+# %% [markdown]
+# # 04 EfficientNetB7: large images under a time budget
+#
+# The same staged transfer learning as notebook 03, with `EfficientNetB7` at 384 -> 448 -> 512 px. B7 is
+# slow and memory-hungry: the batch shrinks as the images grow, and gradient accumulation keeps the
+# effective batch at 16-32. The seed's B7 notebook never produced a submission because Kaggle's session
+# ended first; here a time budget stops training cleanly before the deadline, the best weights are
+# restored, and the notebook always ends with a written, validated submission.
+#
+# **Expected result.** Full profile on a Kaggle GPU: validation accuracy around 0.96-0.98 (competitors
+# reported 0.972-0.978 public scores with EfficientNets at 384-512 px). Demo profile: B7 from scratch on a
+# CPU for a few minutes; the budget stops it early on purpose and its accuracy is modest, but
+# `submissions/efficientnetb7.csv` is written either way. Run folder: `runs/<profile>/04_efficientnetb7/`.
+
+# %%
+from IPython.display import display
+
+from lib import experiment, plots
+from lib.train import lr_at_epochs
+
+_before = set(globals())
+
+# %% tags=["parameters"]
+data_dir = ""  # empty: Kaggle input, then data/ (real data), then data/demo
+profile = "full"
+run_name = "04_efficientnetb7"
+submission_name = "efficientnetb7"
+seed = 42
+val_fraction = 0.2  # must match notebook 03 so the ensemble can fit its weights on the same rows
+max_bad_fraction = 0.01
+# model
+backbone = "efficientnetb7"
+weights = "imagenet"
+pooling = "avg"
+head_batchnorm = True
+dropout = 0.4
+dense_units = 0  # B7's 2560 features go straight to the classifier
+activation = "swish"
+l2 = 0.0
+precision = "auto"
+jit_compile = "auto"
+# data and augmentation
+batch_size = 16
+augment = "medium"
+keras_augment = "none"
+workers = 0
+# training: the batch shrinks as images grow; gradient accumulation keeps the effective batch up
+stages = [
+    {"name": "head", "trainable": "head", "epochs": 2, "image_size": 384, "optimizer": "adam", "lr": 1e-3},
+    {"name": "top 30%", "trainable": 0.3, "epochs": 5, "image_size": 448, "batch_size": 8, "optimizer": "adamw",
+     "lr": 1e-4, "weight_decay": 1e-5, "schedule": "cosine", "schedule_options": {"warmup_epochs": 1}},
+    {"name": "all", "trainable": "all", "epochs": 4, "image_size": 512, "batch_size": 4, "optimizer": "adamw",
+     "lr": 3e-5, "weight_decay": 1e-5, "schedule": "onecycle"},
+]
+label_smoothing = 0.1
+class_weight = None
+early_stopping_patience = 3
+gradient_accumulation_steps = 4
+time_budget_minutes = 9 * 60 - 20  # Kaggle's 9-hour GPU session, minus a margin
+predict_reserve_minutes = 45  # 10-pass TTA at 512 px over 6,675 test photos takes a while
+verbose = "auto"
+# prediction
+predict_image_size = 0
+tta = ["identity", "hflip", "crop", "crop_hflip", "zoom_out"]
+tta_passes = 10
+
+# %%
+params = experiment.collect_params(globals(), _before)
+ctx = experiment.setup(params)
+
+# %% [markdown]
+# ## Model
+
+# %%
+model = experiment.build(ctx)
+print(f"{model.name}: {model.count_params():,} parameters")
+
+# %% [markdown]
+# ## Learning-rate schedule
+# The learning rate every step will use, stage by stage.
+
+# %%
+steps_per_epoch = -(-len(ctx.train) // batch_size)
+plots.lr_schedule(lr_at_epochs(stages, steps_per_epoch));
+
+# %% [markdown]
+# ## Training
+# Each stage prints its trainable-parameter count. When the next epoch would cross the time budget, training
+# stops and the best weights so far are restored, leaving `predict_reserve_minutes` for prediction. Rerunning
+# skips finished stages and resumes an interrupted one from its last epoch.
+
+# %%
+result = experiment.train(ctx, model)
+display(result.stage_table())
+plots.history(result.history);
+
+# %% [markdown]
+# ## Validation: without and with TTA
+
+# %%
+evaluation = experiment.evaluate(ctx, model)
+display(evaluation.table)
+plots.confusion(ctx.val["Category"], evaluation.val_probs.argmax(axis=1));
+
+# %% [markdown]
+# ## Submission
+
+# %%
+experiment.submit(ctx, evaluation.test_probs, submission_name)
+ctx.run.metrics()

@@ -1,0 +1,77 @@
+# %% [markdown]
+# # 05 Ensemble
+#
+# Combines the models of notebooks 03 and 04. Both predicted the same validation rows (the shared stratified
+# split), so blend weights can be fitted there: non-negative weights summing to one that minimise the
+# validation log-loss. The blended test probabilities become the final `submissions/submission.csv`.
+#
+# **Expected result.** A table of validation accuracy per model and for the ensemble (at least as good as
+# the best single model on these rows; the weights were fitted on them, so the ensemble's figure is slightly
+# optimistic), a per-class table, and the submission. On the demo, `make score` then prints the accuracy on
+# the demo's hidden test labels.
+
+# %%
+from IPython.display import display
+
+from lib import data, paths, plots
+from lib.ensemble import combine_runs, per_class_accuracy
+from lib.experiment import collect_params
+from lib.runs import RunRecord, write_csv
+from lib.submission import read_sample_ids, write_submission
+from lib.train import pseudo_labels
+
+_before = set(globals())
+
+# %% tags=["parameters"]
+data_dir = ""
+profile = "full"
+run_name = "05_ensemble"
+models = ["03_xception", "04_efficientnetb7"]  # run folders under runs/<profile>/
+method = "arithmetic"  # arithmetic or geometric mean of probabilities
+search = "scipy"  # scipy (SLSQP on log-loss) or simplex (grid)
+submission_name = "submission"
+pseudo_label_threshold = 0.98  # test rows at least this confident are written to pseudo_labels.csv
+
+# %%
+params = collect_params(globals(), _before)
+data_dir = data.prepare_data_dir(paths.resolve_data_dir(data_dir))
+run = RunRecord(paths.run_dir(profile, run_name))
+run.start({**params, "data_dir": str(data_dir)})
+
+# %% [markdown]
+# ## Weights fitted on the validation rows
+
+# %%
+fitted = combine_runs({name: paths.run_dir(profile, name) for name in models}, method=method, search=search)
+scores = fitted.scores()
+display(scores)
+
+# %% [markdown]
+# ## Per-class accuracy
+
+# %%
+table = per_class_accuracy({**fitted.model_val_probs, "ensemble": fitted.val_probs}, fitted.val_labels)
+display(table.style.format("{:.3f}").background_gradient(cmap="Greens", axis=None))
+plots.confusion(fitted.val_labels, fitted.val_probs.argmax(axis=1), title="Ensemble: validation confusion matrix");
+
+# %% [markdown]
+# ## Submission and pseudo-labels
+# The blended test predictions become the final submission. Test rows the ensemble is very sure of are
+# saved as pseudo-labels, which a model notebook can add to its training data (`pseudo_labels` parameter).
+
+# %%
+sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
+predicted = fitted.test_probs.argmax(axis=1)
+out = write_submission(fitted.test_ids, predicted, paths.submissions_dir() / f"{submission_name}.csv", sample_ids)
+if paths.on_kaggle():
+    write_submission(fitted.test_ids, predicted, paths.kaggle_root() / "working" / "submission.csv", sample_ids)
+run.save_probs("val", fitted.val_ids, fitted.val_probs, fitted.val_labels)
+run.save_probs("test", fitted.test_ids, fitted.test_probs)
+confident = pseudo_labels(data.load_test(data_dir), fitted.test_probs, pseudo_label_threshold)
+write_csv(run.path("pseudo_labels.csv"), confident)
+run.update_metrics(model="ensemble", profile=profile, weights=fitted.weights.to_dict(),
+                   val_accuracy=float(scores.loc["ensemble", "validation accuracy"]),
+                   model_val_accuracy=scores["validation accuracy"].drop("ensemble").to_dict(),
+                   pseudo_labels=len(confident))
+print(f"Submission written: {out}; {len(confident)} test rows at confidence >= {pseudo_label_threshold} "
+      f"saved as pseudo-labels in {run.path('pseudo_labels.csv')}")
