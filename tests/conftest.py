@@ -1,0 +1,33 @@
+"""Shared fixtures: the real reference files (skipped when absent) and small generated demo data sets."""
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+from lib import paths
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """../shared/sf-dl-car-classification: the competition's real CSVs and 30 real test photos."""
+    if not (paths.SHARED_DIR / "train.csv").is_file():
+        pytest.skip(f"real reference files not found at {paths.SHARED_DIR} (../shared is absent in this checkout)")
+    return paths.SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A demo data set in the competition layout: 8 train and 2 test photos per class. Treat as read-only."""
+    from lib.demo import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "demo", train_per_class=8, test_per_class=2, seed=1)
+
+
+@pytest.fixture()
+def demo_copy(tiny_demo, tmp_path):
+    """A private copy of the tiny demo that a test may damage."""
+    import shutil
+
+    return shutil.copytree(tiny_demo, tmp_path / "demo")
