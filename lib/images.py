@@ -20,8 +20,10 @@ _MAGIC = {
     b"MM\x00*": "TIFF",
 }
 # JPEGs decode straight to RGB (IMREAD_COLOR_RGB, OpenCV >= 4.11): saves a full-size cvtColor per image.
-_RGB = cv2.IMREAD_COLOR_RGB
-_REDUCED_FLAGS = tuple((factor, (flag & ~cv2.IMREAD_COLOR_BGR) | _RGB) for factor, flag in (
+# Older OpenCV (e.g. a GPU machine's own) decodes BGR and converts.
+_DECODES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
+_RGB = cv2.IMREAD_COLOR_RGB if _DECODES_RGB else cv2.IMREAD_COLOR
+_REDUCED_FLAGS = tuple((factor, (flag & ~cv2.IMREAD_COLOR) | _RGB) for factor, flag in (
     (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)))
 
 
@@ -161,7 +163,7 @@ def decode_rgb(path, data: np.ndarray, fmt: str, target_size: int | None = None)
             flag = dict(_REDUCED_FLAGS).get(factor, _RGB)
         image = cv2.imdecode(data, flag)  # applies EXIF orientation, converts gray/CMYK to RGB
         if image is not None and image.size:
-            return image
+            return image if _DECODES_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif fmt in ("PNG", "WEBP", "BMP", "TIFF"):
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if image is not None:

@@ -162,3 +162,13 @@ def test_flip_and_neutral_affine_match_plain_resize(image_files, tmp_path, use_c
     assert np.array_equal(flipped, plain[:, ::-1])
     assert seq.load(1, warped, _FixedRandom([0.99, 0.0]))  # affine drawn at scale 1, angle 0, no shift
     assert np.abs(warped.astype(int) - plain).max() <= 2
+
+
+def test_sequence_survives_pickling_for_worker_processes(image_files, tmp_path):
+    import pickle
+
+    seq = ImageSequence(image_files, image_size=24, batch_size=4, augment="medium", cache_dir=tmp_path / "c")
+    first = seq[1]
+    clone = pickle.loads(pickle.dumps(seq))  # what use_multiprocessing=True does to reach the workers
+    assert np.array_equal(clone[1], first)
+    assert clone.cache.filled() == 4  # the clone maps the same cache files
