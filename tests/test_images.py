@@ -169,3 +169,25 @@ def test_corrupt_jpeg_body(tmp_path):
 def test_directory_named_like_an_image(tmp_path):
     (tmp_path / "dir.jpg").mkdir()
     _assert_unreadable(tmp_path / "dir.jpg", "directory")
+
+
+def test_jpeg_with_trailer_after_end_marker_is_fine(tmp_path):
+    # Some phones append their own data after the JPEG's end marker.
+    path = _save(tmp_path, "trailer.jpg", _photo())
+    path.write_bytes(path.read_bytes() + b"SEFH" + bytes(range(256)) * 8)
+    assert read_rgb(path).shape == (48, 64, 3) and check_image(path) is None
+
+
+def test_webp_saved_as_jpg(tmp_path):
+    path = _save(tmp_path, "web.jpg", _photo(), fmt="WEBP", lossless=True)
+    image = read_rgb(path)
+    assert image.shape == (48, 64, 3) and tuple(image[24, 5]) == (255, 0, 0)
+    assert "WEBP saved with a .jpg name" in image_notes(path)
+
+
+def test_progressive_jpeg_and_its_truncation(tmp_path):
+    path = _save(tmp_path, "progressive.jpg", _photo(160, 120), progressive=True, quality=90)
+    assert read_rgb(path).shape == (120, 160, 3)
+    cut = tmp_path / "progressive_cut.jpg"
+    cut.write_bytes(path.read_bytes()[:-200])
+    _assert_unreadable(cut, "truncated")
