@@ -122,7 +122,9 @@ def build_model(backbone: str = "xception", *, weights: str | None = "imagenet",
     x = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     # Softmax in float32 even under mixed precision, for stable losses and probabilities.
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probs")(x)
-    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+    model = keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+    model.backbone_bn = backbone_bn  # set_trainable keeps BatchNorm learning when the backbone trains it
+    return model
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -130,14 +132,18 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
-def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool = True) -> int:
+def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | None = None) -> int:
     """Choose the trainable backbone layers; the head stays trainable. Returns the trainable parameter count.
 
+    BatchNorm layers of a pretrained backbone stay frozen (a frozen Keras BatchNorm also runs in inference
+    mode); `freeze_batchnorm=None` freezes them unless the model was built with backbone_bn="train".
     `which`: "head" (backbone frozen), "all", an int N (the top N backbone layers), a float in (0, 1]
     (that fraction of the backbone's layers, from the top), or "from:<layer name>".
     """
     base = backbone_of(model)
     layers = base.layers
+    if freeze_batchnorm is None:
+        freeze_batchnorm = getattr(model, "backbone_bn", "frozen") != "train"
     if which == "head":
         first = len(layers)
     elif which == "all":

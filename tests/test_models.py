@@ -1,0 +1,104 @@
+"""Model building: heads, staged freezing, BatchNorm modes, precision policy, and offline ImageNet weights."""
+import urllib.error
+
+import keras
+import numpy as np
+import pytest
+
+from lib import NUM_CLASSES
+from lib.models import (WeightsUnavailableError, backbone_of, build_model, load_backbone, resolve_precision,
+                        set_trainable)
+from lib.models import count_params
+
+SMALL = "mobilenetv3small"  # a real keras.applications backbone that builds and trains fast
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(SMALL, weights=None, dense_units=16, backbone_bn="frozen")
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
+def test_head_variants_give_probabilities(pooling):
+    net = build_model(SMALL, weights=None, pooling=pooling, dense_units=8, activation="gelu", l2=1e-4)
+    probs = keras.ops.convert_to_numpy(net(np.random.randint(0, 255, (2, 64, 48, 3), dtype=np.uint8)))
+    assert probs.shape == (2, NUM_CLASSES) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert ("avgmax" in [layer.name for layer in net.layers]) == (pooling == "avgmax")
+
+
+def test_trainable_choices(model):
+    base = backbone_of(model)
+    # Counted on the fresh model, where every layer is trainable.
+    head = count_params([w for layer in model.layers if layer is not base for w in layer.trainable_weights])
+    backbone_no_bn = count_params([w for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization)
+                                   for w in layer.trainable_weights])
+    assert set_trainable(model, "head") == head
+    assert set_trainable(model, "all") == head + backbone_no_bn
+    top = set_trainable(model, 10)
+    assert [layer.trainable for layer in base.layers[:-10]] == [False] * (len(base.layers) - 10)
+    assert head < top < head + backbone_no_bn
+    assert set_trainable(model, 0.5) > top
+    named = base.layers[-10].name
+    assert set_trainable(model, f"from:{named}") == top
+    for bad in ("some", -0.5, 2.0, "from:nope"):
+        with pytest.raises(ValueError):
+            set_trainable(model, bad)
+
+
+def fit_one_step(net):
+    net.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    net.fit(x, np.eye(NUM_CLASSES)[:4], epochs=1, verbose=0)
+
+
+def moving_means(net):
+    return [keras.ops.convert_to_numpy(layer.moving_mean).copy() for layer in backbone_of(net).layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("mode, changes", [("frozen", False), ("train", True)])
+def test_batchnorm_statistics_follow_the_mode(mode, changes):
+    """Pretrained backbones keep BN in inference mode when unfrozen; random ones let BN learn."""
+    net = build_model(SMALL, weights=None, dense_units=8, backbone_bn=mode)
+    set_trainable(net, "all")
+    before = moving_means(net)
+    fit_one_step(net)
+    after = moving_means(net)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after)) == changes
+
+
+def test_head_is_float32_under_mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        net = build_model(SMALL, weights=None, dense_units=8)
+        assert net.get_layer("logits").compute_dtype == "float16"
+        assert net.get_layer("probs").compute_dtype == "float32"
+        assert keras.ops.convert_to_numpy(net(np.zeros((1, 32, 32, 3), np.uint8))).dtype == np.float32
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_precision_auto_is_float32_on_cpu():
+    assert resolve_precision("auto") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("half")
+
+
+def test_offline_imagenet_weights_give_a_clear_error(monkeypatch, tmp_path):
+    """No network and no cached file: one error naming the file and the cache folder, never a hang."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", no_network)
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_backbone("xception", "imagenet")
+    message = str(error.value)
+    assert "xception_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and str(tmp_path / "models") in message
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="xception"):
+        build_model("resnet9000", weights=None)
