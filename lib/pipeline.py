@@ -16,8 +16,9 @@ import lib
 from lib.augment import GEOMETRY, photometric_preset, sample_warp, warp
 from lib.images import ImageReadError, read_rgb, resize_square, warn_unreadable
 
-# Threads, not processes: OpenCV decode/resize and the albumentations ops release the GIL, and threads avoid
-# pickling the dataset and copying batches between processes (see lib.bench for the measurement).
+# Threads by default: OpenCV's decode/resize/warp release the GIL, and threads skip pickling every batch back
+# from a worker process. `python -m lib.bench --explore` measured 2 processes no faster than 2 threads here;
+# use_multiprocessing=True stays available (the sequence and its memmap cache pickle safely).
 DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
@@ -102,75 +103,9 @@ class ImageSequence(keras.utils.PyDataset):
     gives a blank (zeros) image and one warning. shuffle reorders deterministically from seed + epoch.
 
     Per image: decode (reduced-size JPEG decode when the file is >= 2x the target) -> one cv2.warpAffine that does
-    the stretched resize to S x S together with the preset's random flip and affine (plain resize when none was
-    drawn) -> the preset's photometric albumentations at S. With cache_dir, resized images are kept in a uint8
-    memmap so later epochs skip the decode; the preset (geometry included) still runs every epoch.
-    Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
-    """
-
-    def __init__(self, cache_dir, paths: list[str], image_size: int):
-        self.image_size = image_size
-        self.count = len(paths)
-        key = _cache_key(paths, image_size)
-        folder = Path(cache_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.images_path = folder / f"images_{image_size}_{key}.u8"
-        self.done_path = folder / f"images_{image_size}_{key}.done"
-        shape = (self.count, image_size, image_size, 3)
-        if not self.images_path.exists() or self.images_path.stat().st_size != int(np.prod(shape)):
-            # Sparse files: creation is instant, disk fills only as images are written.
-            with open(self.done_path, "wb") as handle:
-                handle.truncate(self.count)
-            with open(self.images_path, "wb") as handle:
-                handle.truncate(int(np.prod(shape)))
-        self._shape = shape
-        self._maps = None
-        self._pid = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.update(_maps=None, _pid=None, _lock=None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def _arrays(self):
-        if self._maps is None or self._pid != os.getpid():
-            with self._lock:
-                if self._maps is None or self._pid != os.getpid():
-                    images = np.memmap(self.images_path, dtype=np.uint8, mode="r+", shape=self._shape)
-                    done = np.memmap(self.done_path, dtype=np.uint8, mode="r+", shape=(self.count,))
-                    self._maps, self._pid = (images, done), os.getpid()
-        return self._maps
-
-    def get(self, index: int, out: np.ndarray) -> bool:
-        """Copy image `index` into out and return True when it is cached."""
-        images, done = self._arrays()
-        if not done[index]:
-            return False
-        out[...] = images[index]
-        return True
-
-    def put(self, index: int, image: np.ndarray) -> None:
-        images, done = self._arrays()
-        images[index] = image
-        done[index] = 1
-
-    def filled(self) -> int:
-        return int(np.count_nonzero(self._arrays()[1]))
-
-
-class ImageSequence(keras.utils.PyDataset):
-    """Batches (x uint8 [B, S, S, 3] RGB, y one-hot float32 [B, NUM_CLASSES]) from image files, or x alone
-    when labels is None. The last partial batch is kept, so prediction never drops a row. An unreadable file
-    gives a blank (zeros) image and one warning. shuffle reorders deterministically from seed + epoch.
-
-    Per image: decode (reduced-size JPEG decode when the file is >= 2x the target) -> stretched resize to S x S
-    -> albumentations preset at S (cheaper than augmenting the full-size photo). With cache_dir, resized
-    images are kept in a uint8 memmap so later epochs skip the decode; augmentation still runs every epoch.
+    the stretched resize to S x S together with the preset's random flip and affine (plain resize, and a flip if
+    drawn, when no affine was drawn) -> the preset's photometric albumentations at S. With cache_dir, resized
+    images are kept in a uint8 memmap so later epochs skip the decode; the whole preset still runs every epoch.
     Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
     """
 
