@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,23 @@ class BestWeights(keras.callbacks.Callback):
         write_json(self.path.with_name("best.json"), {"epoch": epoch + 1, self.monitor: self.best})
 
 
+class StageBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore with two generations of backups; a backup broken by a kill mid-write (and no older
+    one to fall back on) restarts the stage instead of stopping the run."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, double_checkpoint=True)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as err:
+            print(f"The backup in {self.backup_dir} is incomplete ({err.__class__.__name__}); "
+                  f"restarting this stage from its first epoch.")
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self.model._initial_epoch = None
+
+
 def class_weights(labels, mode: str | None) -> dict | None:
     """None, or 'balanced': weights inversely proportional to class frequency (mean weight 1)."""
     if not mode:
@@ -212,7 +230,7 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
             keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
             budget,
             # Last, so an epoch is backed up only after its row and checkpoint are written.
-            keras.callbacks.BackupAndRestore(str(run.path(f"backup_stage_{index + 1}"))),
+            StageBackup(str(run.path(f"backup_stage_{index + 1}"))),
         ]
         if stage.schedule == "plateau":
             callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,

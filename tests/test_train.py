@@ -1,0 +1,191 @@
+"""Staged training: stage parsing, the time budget (fake clock), resume after a finished or killed stage."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import NUM_CLASSES
+from lib.train import TimeBudget, class_weights, lr_at_epochs, parse_stages, pseudo_labels
+
+
+class FakeModel:
+    stop_training = False
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_epochs(budget, durations):
+    """Feed epoch durations to the callback until it stops training; return the epochs run."""
+    budget.set_model(FakeModel())
+    for epoch, seconds in enumerate(durations):
+        budget.on_epoch_begin(epoch)
+        budget.clock.now += seconds
+        budget.on_epoch_end(epoch)
+        if budget.model.stop_training:
+            return epoch + 1
+    return len(durations)
+
+
+def test_budget_stops_before_the_epoch_that_would_overrun():
+    clock = FakeClock()
+    # First epoch 100 s (tracing), then 30 s each; deadline at 235 s. After epoch 1 (t=100) only the first
+    # epoch is known: 100 + 100 <= 235, go on. After epoch 4 (t=190) the next ends at 220, fine; after
+    # epoch 5 (t=220) it would end at 250 > 235: stop there.
+    budget = TimeBudget(deadline=235, clock=clock)
+    assert run_epochs(budget, [100, 30, 30, 30, 30, 30, 30]) == 5
+    assert budget.stopped and clock.now == 220
+
+
+def test_no_deadline_never_stops():
+    budget = TimeBudget(deadline=None, clock=FakeClock())
+    assert run_epochs(budget, [100, 100, 100]) == 3 and not budget.stopped
+
+
+def test_first_epoch_alone_is_the_estimate():
+    clock = FakeClock()
+    assert run_epochs(TimeBudget(deadline=150, clock=clock), [100, 10]) == 1  # 100 + 100 > 150
+
+
+def test_stage_parsing():
+    stages = parse_stages([{"trainable": "head", "epochs": 2}, {"name": "all", "trainable": "all", "lr": 1e-4}])
+    assert [s.name for s in stages] == ["stage1", "all"] and stages[1].lr == 1e-4
+    with pytest.raises(ValueError, match="epoch"):
+        parse_stages([{"epoch": 3}])
+    with pytest.raises(ValueError, match="empty"):
+        parse_stages([])
+
+
+def test_lr_table_spans_all_stages():
+    table = lr_at_epochs([{"epochs": 2, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4, "schedule": "cosine"}], 5)
+    assert len(table) == 15 and table["step"].tolist() == list(range(15))
+    assert np.allclose(table["lr"][:10], 1e-3) and table["lr"].iloc[10] == pytest.approx(1e-4)
+
+
+def test_pseudo_labels_respect_the_threshold():
+    test = pd.DataFrame({"Id": ["a", "b", "c"], "path": ["pa", "pb", "pc"]})
+    probs = np.full((3, NUM_CLASSES), 0.01)
+    probs[0, 4], probs[1, 2], probs[2, 7] = 0.91, 0.95, 0.5
+    chosen = pseudo_labels(test, probs, 0.95)
+    assert chosen["Id"].tolist() == ["b"] and chosen["Category"].tolist() == [2]
+
+
+def test_balanced_class_weights():
+    weights = class_weights([0, 0, 0, 1] + list(range(2, NUM_CLASSES)), "balanced")
+    assert weights[0] < weights[1] and weights[1] == weights[2]
+    assert class_weights([0, 1], None) is None
+
+
+# ---------------------------------------------------------------- real training, small
+
+TRAIN_SCRIPT = """
+import sys, json
+from lib import data
+from lib.models import build_model
+from lib.pipeline import ImageSequence
+from lib.runs import RunRecord, seed_everything
+from lib.train import train_stages
+
+demo, run_dir, stages, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+seed_everything(0)
+train, val = data.holdout_split(data.load_train(demo), 0.25, 0)
+model = build_model("mobilenetv3small", weights=None, dense_units=8)
+seq = lambda f, size, batch, augment, shuffle: ImageSequence(f["path"].tolist(), f["Category"].to_numpy(),
+    image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, workers=1)
+import time
+result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequence=seq, batch_size=8,
+                      augment="none", deadline=time.time() + budget if budget else None, jit_compile=False, verbose=0)
+print(json.dumps({"stopped_by_budget": result.stopped_by_budget, "epochs": len(result.history)}))
+"""
+
+STAGES = [{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32},
+          {"name": "all", "trainable": "all", "epochs": 3, "image_size": 40, "lr": 1e-4}]
+
+
+def train_in_subprocess(demo, run_dir, stages=STAGES, budget=0.0, **popen):
+    command = [sys.executable, "-c", TRAIN_SCRIPT, str(demo), str(run_dir), json.dumps(stages), str(budget)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "CUDA_VISIBLE_DEVICES": ""}
+    if popen:
+        return subprocess.Popen(command, env=env, **popen)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages(tiny_demo, tmp_path):
+    result, _ = train_in_subprocess(tiny_demo, tmp_path / "run")
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3] and history["stage"].tolist() == [1, 2, 2, 2]
+    assert history["image_size"].tolist() == [32, 40, 40, 40]  # progressive resizing
+    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "stage_2.weights.h5"} <= set(os.listdir(tmp_path / "run"))
+    stages = [json.loads((tmp_path / "run" / f"stage_{k}.json").read_text()) for k in (1, 2)]
+    assert stages[0]["trainable_params"] < stages[1]["trainable_params"]
+    again, output = train_in_subprocess(tiny_demo, tmp_path / "run")
+    assert "Stage 1 (head) already finished" in output and "Stage 2 (all) already finished" in output
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 4  # nothing trained twice
+
+
+@pytest.mark.slow
+def test_killed_mid_stage_resumes_from_the_last_epoch(tiny_demo, tmp_path):
+    """SIGKILL after the first epoch of stage 2 is backed up; the rerun continues at the next epoch."""
+    run = tmp_path / "run"
+    process = train_in_subprocess(tiny_demo, run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = run / "history.csv"
+    deadline = time.time() + 500
+    def epochs_logged():
+        try:
+            return len(pd.read_csv(history))
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return 0
+
+    while time.time() < deadline and process.poll() is None:
+        if epochs_logged() >= 2 and (run / "backup_stage_2" / "training_metadata.json").exists():
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epochs_before = pd.read_csv(history)["epoch"].tolist()
+    assert epochs_before[:2] == [0, 1] and len(epochs_before) < 4, "the kill came too late to test resuming"
+    result, output = train_in_subprocess(tiny_demo, run)
+    after = pd.read_csv(history)
+    assert "Stage 1 (head) already finished" in output
+    assert after["epoch"].tolist() == [0, 1, 2, 3]  # epoch 1 was not trained again
+    assert json.loads((run / "stage_2.json").read_text())["epochs_run"] == 4 - len(epochs_before)
+    assert (run / "best.weights.h5").exists() and not result["stopped_by_budget"]
+
+
+@pytest.mark.slow
+def test_budget_ends_training_and_is_recorded(tiny_demo, tmp_path):
+    result, output = train_in_subprocess(tiny_demo, tmp_path / "run", budget=0.001)
+    assert result["stopped_by_budget"] and result["epochs"] == 0
+    assert "Time budget spent before stage 1" in output
+
+
+def test_broken_backup_restarts_the_stage(tmp_path):
+    """A kill during the first backup write leaves a broken file: the stage starts over instead of crashing."""
+    import keras
+
+    from lib.train import StageBackup
+
+    backup = tmp_path / "backup_stage_1"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n half written")
+    (backup / "training_metadata.json").write_text('{"epoch": 3')
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    callback = StageBackup(str(backup))
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert not backup.exists() and not model._initial_epoch
