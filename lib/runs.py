@@ -19,6 +19,8 @@ import pandas as pd
 from lib import NUM_CLASSES
 from lib.paths import PROJECT_ROOT
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
 TRACKED_PACKAGES = (
     "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "albumentations", "opencv-python-headless",
@@ -47,6 +49,7 @@ def atomic_path(path: str | os.PathLike):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
     try:
         yield tmp
         with open(tmp, "rb+") as f:

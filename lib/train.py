@@ -179,8 +179,8 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
                  gradient_accumulation_steps: int | None = None, verbose="auto") -> TrainResult:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
-    A finished stage (stage_<k>.json) is skipped and its weights reloaded; an interrupted stage resumes from its
-    last epoch (BackupAndRestore). The same weights carry from stage to stage; the model accepts any image size,
+    A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
+    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore). The same weights carry from stage to stage; the model accepts any image size,
     so progressive resizing only changes the input pipeline. Ends with the best weights loaded.
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline.
     """
@@ -191,13 +191,20 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
     records, stopped_by_budget, first_epoch = [], False, 0
     weights = class_weights(train_df["Category"], class_weight)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    # Stages already finished in this run folder are skipped; the weights they ended with carry on.
+    finished = 0
+    while finished < len(stages) and run.path(f"stage_{finished + 1}.json").exists():
+        finished += 1
+    last_weights = run.path("last_stage.weights.h5")
+    if finished and not last_weights.exists():
+        finished = 0  # markers without their weights: nothing to resume from
+    if finished:
+        model.load_weights(last_weights)
     for index, stage in enumerate(stages):
         done_path = run.path(f"stage_{index + 1}.json")
-        stage_weights = run.path(f"stage_{index + 1}.weights.h5")
         trainable = set_trainable(model, stage.trainable)
-        if done_path.exists() and stage_weights.exists():
+        if index < finished:
             record = read_json(done_path)
-            model.load_weights(stage_weights)
             print(f"Stage {index + 1} ({stage.name}) already finished in {run.dir}: skipped.")
             records.append(record)
             first_epoch += stage.epochs
@@ -240,7 +247,7 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
         history = model.fit(train_seq, validation_data=val_seq, epochs=first_epoch + stage.epochs,
                             initial_epoch=first_epoch, class_weight=weights, callbacks=callbacks, verbose=verbose)
         best = checkpoint.best
-        save_weights_atomic(model, stage_weights)
+        save_weights_atomic(model, last_weights)
         record = {"stage": index + 1, "name": stage.name, "trainable": stage.trainable,
                   "trainable_params": trainable, "image_size": stage.image_size,
                   "epochs_run": len(history.history.get("loss", [])), "epochs_planned": stage.epochs,

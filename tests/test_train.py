@@ -129,7 +129,7 @@ def test_rerun_skips_finished_stages(tiny_demo, tmp_path):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3] and history["stage"].tolist() == [1, 2, 2, 2]
     assert history["image_size"].tolist() == [32, 40, 40, 40]  # progressive resizing
-    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "stage_2.weights.h5"} <= set(os.listdir(tmp_path / "run"))
+    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "last_stage.weights.h5"} <= set(os.listdir(tmp_path / "run"))
     stages = [json.loads((tmp_path / "run" / f"stage_{k}.json").read_text()) for k in (1, 2)]
     assert stages[0]["trainable_params"] < stages[1]["trainable_params"]
     again, output = train_in_subprocess(tiny_demo, tmp_path / "run")
