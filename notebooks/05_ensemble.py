@@ -51,7 +51,7 @@ display(scores)
 
 # %%
 table = per_class_accuracy({**fitted.model_val_probs, "ensemble": fitted.val_probs}, fitted.val_labels)
-display(table.style.format("{:.3f}").background_gradient(cmap="Greens", axis=None))
+display(table.round(3))
 plots.confusion(fitted.val_labels, fitted.val_probs.argmax(axis=1), title="Ensemble: validation confusion matrix");
 
 # %% [markdown]
