@@ -21,6 +21,10 @@ PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
 RUNS = $(shell $(PY) -m lib.paths runs-dir)
 SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 
+# Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
+JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
+	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_predict.py
+
 .PHONY: help venv prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax bench clean
 
 help: ## List the targets
@@ -85,7 +89,7 @@ test-unit: | venv ## Run the tests in the TensorFlow environment
 test-jax: ## Run the JAX-backend job: tiny training + predict with no TensorFlow installed (.venv-jax)
 	@test -f .venv-jax/.installed || { $(PYTHON) -m venv .venv-jax && .venv-jax/bin/pip install -q --upgrade pip \
 		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && touch .venv-jax/.installed; }
-	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider -m jax
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider $(JAX_TESTS)
 
 bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
 	$(PY) -m lib.bench

@@ -1,0 +1,98 @@
+"""End to end through make and papermill: the five real notebooks on a tiny demo, failures, bad DATA_DIR."""
+import json
+import os
+import shutil
+import subprocess
+
+import nbformat
+import pandas as pd
+import pytest
+
+from lib import paths
+from lib.submission import read_sample_ids, validate_submission
+
+NOTEBOOKS = ["01_eda", "02_augmentation_preview", "03_xception", "04_efficientnetb7", "05_ensemble"]
+
+
+def make(*args, output_root, timeout=1500):
+    env = {**os.environ, "CARS_OUTPUT_ROOT": str(output_root)}
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=paths.PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`make run-all` once on a tiny demo copy with the tiny profile; outputs under a temp output root."""
+    from lib.demo import generate
+
+    data_dir = generate(tmp_path_factory.mktemp("e2e") / "cars", train_per_class=6, test_per_class=2, seed=5)
+    output_root = tmp_path_factory.mktemp("out")
+    done = make("run-all", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=output_root)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    return data_dir, output_root, done
+
+
+@pytest.mark.slow
+def test_run_all_executes_every_notebook(tiny_run):
+    _, output_root, done = tiny_run
+    for name in NOTEBOOKS:
+        executed = output_root / "runs" / "tiny" / name / f"{name}.ipynb"
+        notebook = nbformat.read(executed, as_version=4)
+        errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{name} has an error output"
+        injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "profile = \"tiny\"" in injected[0].source
+    assert "Done. Submissions:" in done.stdout
+
+
+@pytest.mark.slow
+def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
+    data_dir, output_root, _ = tiny_run
+    sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
+    for name in ("xception", "efficientnetb7", "submission"):
+        validate_submission(output_root / "submissions" / f"{name}.csv", sample_ids)
+    for name in ("03_xception", "04_efficientnetb7"):
+        run = output_root / "runs" / "tiny" / name
+        assert {"params.json", "versions.json", "history.csv", "best.weights.h5", "probs_val.csv",
+                "probs_test.csv", "metrics.json", "problems.csv"} <= set(os.listdir(run))
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0 <= metrics["val_accuracy"] <= 1 and "val_accuracy_no_tta" in metrics
+        assert json.loads((run / "params.json").read_text())["precision_policy"] == "float32"
+    val = [pd.read_csv(output_root / "runs" / "tiny" / n / "probs_val.csv")["Id"] for n in ("03_xception",
+                                                                                           "04_efficientnetb7")]
+    assert val[0].equals(val[1])  # the shared split
+    ensemble = json.loads((output_root / "runs" / "tiny" / "05_ensemble" / "metrics.json").read_text())
+    assert abs(sum(ensemble["weights"].values()) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_score_reads_the_hidden_labels(tiny_run):
+    data_dir, output_root, _ = tiny_run
+    done = make("score", f"DATA_DIR={data_dir}", output_root=output_root)
+    assert done.returncode == 0 and "accuracy" in done.stdout and str(data_dir) in done.stdout
+
+
+@pytest.mark.slow
+def test_failing_notebook_stops_make_and_keeps_the_traceback(tiny_run, tmp_path):
+    """05 without the model runs fails: make exits non-zero and names the executed copy holding the error."""
+    data_dir, _, _ = tiny_run
+    done = make("05_ensemble", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=tmp_path)
+    assert done.returncode != 0
+    executed = tmp_path / "runs" / "tiny" / "05_ensemble" / "05_ensemble.ipynb"
+    assert f"FAILED: notebook 05_ensemble. The executed copy with the traceback: {executed}" in done.stderr
+    assert "EnsembleError" in executed.read_text() and "make 03_xception" in executed.read_text()
+
+
+def test_data_dir_without_train_csv_is_one_clear_line(tmp_path):
+    (tmp_path / "train").mkdir()
+    done = make("prepare", f"DATA_DIR={tmp_path}", output_root=tmp_path)
+    assert done.returncode != 0
+    assert "has no train.csv" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_lists_every_target():
+    done = make("help", output_root=paths.PROJECT_ROOT)
+    for target in ["run-all", *NOTEBOOKS, "test", "score", "notebooks", "clean", "bench", "data", "submit"]:
+        assert f"{target} " in done.stdout
