@@ -29,7 +29,7 @@ JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full  GPU=1  FILE=  MSG=  FORCE=1"
+	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
 
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed ## Create .venv from requirements.txt (GPU=1: GPU TensorFlow via requirements-gpu.txt)
@@ -54,13 +54,26 @@ notebooks: $(NOTEBOOKS:%=notebooks/%.ipynb) ## Build/sync the .ipynb notebooks f
 notebooks/%.ipynb: notebooks/%.py | venv
 	@$(VENV)/bin/jupytext --quiet --update --to ipynb --set-kernel python3 $<
 
+# A notebook reruns only when its inputs changed: its source, its profile, lib, the data's CSVs and, for the
+# ensemble, the model runs' probabilities; FORCE=1 reruns it anyway. Training itself resumes (see README).
+nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(wildcard lib/*.py) $(DATA)/train.csv \
+	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
+	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv))
+stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)"
+
 # papermill runs one notebook headless into its run folder; a failure names the notebook and its executed copy.
 define run_notebook
 	@mkdir -p $(RUNS)/$(PROF)/$(1)
-	@echo "== $(1): profile $(PROF), data $(DATA) =="
-	@$(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
-		-f profiles/$(PROF)/$(1).yaml -p data_dir "$(DATA)" -p profile $(PROF) --log-output --no-progress-bar \
-	|| { echo "FAILED: notebook $(1). The executed copy with the traceback: $(RUNS)/$(PROF)/$(1)/$(1).ipynb" >&2; exit 1; }
+	@if [ -z "$(FORCE)" ] && $(call stamp,$(1),check); then \
+		echo "== $(1): up to date, skipped (its inputs did not change; FORCE=1 reruns it) =="; \
+	else \
+		echo "== $(1): profile $(PROF), data $(DATA) =="; \
+		$(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
+			-f profiles/$(PROF)/$(1).yaml -p data_dir "$(DATA)" -p profile $(PROF) --log-output --no-progress-bar \
+		|| { echo "FAILED: notebook $(1). The executed copy with the traceback: $(RUNS)/$(PROF)/$(1)/$(1).ipynb" >&2; \
+			exit 1; }; \
+		$(call stamp,$(1),mark); \
+	fi
 endef
 
 01_eda: notebooks/01_eda.ipynb prepare ## Notebook 01: class balance, image sizes, samples, problem files

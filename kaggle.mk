@@ -1,7 +1,7 @@
 # The Kaggle round trip (issue 5), included by the Makefile: data download, submissions, the series as a Kaggle kernel.
 # Uses PY and the venv target from the Makefile. Every command goes through lib/kaggle_cli.py (the `kaggle` CLI).
 
-FILE ?= submissions/submission.csv
+FILE ?=
 MSG ?=
 FORCE ?=
 NB ?= 03_xception
@@ -20,7 +20,7 @@ data: | venv ## Download the competition files into data/ with the Kaggle API, u
 	$(PY) -m lib.download --data-dir data
 
 submit: | venv ## Validate FILE= (default submissions/submission.csv) and upload it to Kaggle; MSG= message, FORCE=1 for demo data
-	$(PY) -m lib.submit --file $(FILE) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
+	$(PY) -m lib.submit $(if $(FILE),--file $(FILE)) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
 
 submissions: | venv ## List your Kaggle submissions with scores; keeps the history in submissions/leaderboard.csv
 	$(PY) -m lib.submit list

@@ -78,6 +78,12 @@ def train(ctx: Context, model):
     from lib.train import deadline_from, train_stages
 
     p = ctx.params
+    pseudo = None
+    if any(stage.get("pseudo_labels") for stage in p["stages"]):
+        source = Path(p.get("pseudo_labels_file") or paths.run_dir(p["profile"], "05_ensemble") / "pseudo_labels.csv")
+        if source.exists():
+            pseudo = pd.read_csv(source, dtype={"Id": str})
+            pseudo = pseudo[pseudo["Id"].isin(ctx.scan.test.loc[ctx.scan.test["readable"], "Id"])]
     budget = p.get("time_budget_minutes")
     deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
     result = train_stages(
@@ -86,7 +92,8 @@ def train(ctx: Context, model):
         batch_size=p["batch_size"], augment=p["augment"], label_smoothing=p["label_smoothing"],
         class_weight=p.get("class_weight"), early_stopping_patience=p["early_stopping_patience"],
         deadline=deadline, jit_compile=p["jit_compile"],
-        gradient_accumulation_steps=p.get("gradient_accumulation_steps"), verbose=p.get("verbose", "auto"))
+        gradient_accumulation_steps=p.get("gradient_accumulation_steps"), pseudo_labelled=pseudo,
+        verbose=p.get("verbose", "auto"))
     ctx.run.update_metrics(stopped_by_budget=result.stopped_by_budget, stages=result.stages,
                            best_val_accuracy_during_training=result.best_val_accuracy)
     return result

@@ -52,10 +52,23 @@ def cached_weights_path(name: str) -> Path:
     return keras_home() / "models" / backbone_spec(name).notop_file
 
 
+def find_attached_weights(name: str) -> Path | None:
+    """On Kaggle (internet off), the weights file in any attached dataset under /kaggle/input."""
+    from lib.paths import kaggle_root, on_kaggle
+
+    if not on_kaggle():
+        return None
+    return next(iter(sorted((kaggle_root() / "input").rglob(backbone_spec(name).notop_file))), None)
+
+
 def load_backbone(name: str, weights: str | None = "imagenet", download_timeout: float = 60.0) -> keras.Model:
     """The backbone without its top, accepting any image size; a clear error when weights can't be fetched."""
     spec = backbone_spec(name)
     builder = getattr(keras.applications, spec.builder)
+    attached = find_attached_weights(name) if weights == "imagenet" and not cached_weights_path(name).is_file() else None
+    if attached is not None:
+        cached_weights_path(name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(attached, cached_weights_path(name))
     if weights != "imagenet" or cached_weights_path(name).is_file():
         return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
     previous = socket.getdefaulttimeout()
@@ -69,7 +82,8 @@ def load_backbone(name: str, weights: str | None = "imagenet", download_timeout:
         raise WeightsUnavailableError(
             f"Could not download the ImageNet weights for {spec.builder} ({err.__class__.__name__}). "
             f"Place `{spec.notop_file}` (from {WEIGHTS_URL}) in {cache.parent}/ "
-            f"(set KERAS_HOME to move the cache), or use weights=None to train from scratch."
+            f"(set KERAS_HOME to move the cache; on Kaggle, attach a dataset holding it), "
+            f"or use weights=None to train from scratch."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)

@@ -99,6 +99,14 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+def _compatible(old, new) -> bool:
+    """Same value, or a list that only grew at the end (stages appended to a run keep the finished ones)."""
+    same = lambda a, b: json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+    if isinstance(old, list) and isinstance(new, list) and len(new) > len(old):
+        return same(old, new[:len(old)])
+    return same(old, new)
+
+
 class RunRecord:
     """One folder per notebook run (timm-style): params.json, versions.json, history.csv, weights, probs, metrics."""
 
@@ -115,8 +123,7 @@ class RunRecord:
         old = self.path("params.json")
         if old.exists() and fingerprint_keys:
             previous = read_json(old)
-            changed = [k for k in fingerprint_keys if json.dumps(previous.get(k), default=str)
-                       != json.dumps(params.get(k), default=str)]
+            changed = [k for k in fingerprint_keys if not _compatible(previous.get(k), params.get(k))]
             if changed:
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                 aside = self.dir.with_name(f"{self.dir.name}.old-{stamp}")

@@ -33,6 +33,7 @@ class Stage:
     weight_decay: float = 0.0
     batch_size: int | None = None  # None: the notebook's batch_size
     augment: str | None = None  # None: the notebook's augment preset
+    pseudo_labels: bool = False  # also train on the confident test rows the ensemble labelled
 
 
 def parse_stages(stages: list[dict]) -> list[Stage]:
@@ -142,6 +143,21 @@ class StageBackup(keras.callbacks.BackupAndRestore):
             self.model._initial_epoch = None
 
 
+OUT_OF_MEMORY_MARKERS = ("resourceexhausted", "resource_exhausted", "out of memory", "oom when allocating")
+
+
+def explain_out_of_memory(error: BaseException, batch_size: int, image_size: int) -> str | None:
+    """A message naming the parameters to change when `error` is the backend running out of accelerator memory."""
+    text = f"{type(error).__name__}: {error}".lower()
+    if not any(marker in text for marker in OUT_OF_MEMORY_MARKERS):
+        return None
+    half = max(1, batch_size // 2)
+    return (f"Out of accelerator memory at batch_size={batch_size}, image_size={image_size}. Lower `batch_size` "
+            f"(or this stage's `batch_size` in `stages`) or the stage's `image_size`, and keep the effective batch "
+            f"with `gradient_accumulation_steps` (e.g. batch_size={half}, gradient_accumulation_steps=2); "
+            f"precision='mixed_float16' or 'mixed_bfloat16' also roughly halves activation memory.")
+
+
 def class_weights(labels, mode: str | None) -> dict | None:
     """None, or 'balanced': weights inversely proportional to class frequency (mean weight 1)."""
     if not mode:
@@ -176,7 +192,8 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
                  run: RunRecord, *, make_sequence, batch_size: int = 32, augment: str = "medium",
                  label_smoothing: float = 0.0, class_weight: str | None = None, early_stopping_patience: int = 3,
                  plateau_patience: int = 2, deadline: float | None = None, jit_compile="auto",
-                 gradient_accumulation_steps: int | None = None, verbose="auto") -> TrainResult:
+                 gradient_accumulation_steps: int | None = None, pseudo_labelled: pd.DataFrame | None = None,
+                 verbose="auto") -> TrainResult:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
     A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
@@ -217,7 +234,14 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
             stopped_by_budget = True
             break
         stage_batch = stage.batch_size or batch_size
-        train_seq = make_sequence(train_df, stage.image_size, stage_batch, stage.augment or augment, True)
+        stage_train = train_df
+        if stage.pseudo_labels:
+            if pseudo_labelled is None or pseudo_labelled.empty:
+                raise ValueError(f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
+                                 f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage.")
+            stage_train = pd.concat([train_df, pseudo_labelled[["Id", "Category", "path"]]], ignore_index=True)
+            print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
+        train_seq = make_sequence(stage_train, stage.image_size, stage_batch, stage.augment or augment, True)
         val_seq = make_sequence(val_df, stage.image_size, stage_batch, "none", False)
         schedule = make_schedule(stage.schedule, stage.lr, len(train_seq), stage.epochs, **stage.schedule_options)
         optimizer_options = {"gradient_accumulation_steps": gradient_accumulation_steps} \
@@ -244,14 +268,21 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
                                                                    patience=plateau_patience, verbose=1))
         started = time.time()
         model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
-        history = model.fit(train_seq, validation_data=val_seq, epochs=first_epoch + stage.epochs,
-                            initial_epoch=first_epoch, class_weight=weights, callbacks=callbacks, verbose=verbose)
+        try:
+            history = model.fit(train_seq, validation_data=val_seq, epochs=first_epoch + stage.epochs,
+                                initial_epoch=first_epoch, class_weight=weights, callbacks=callbacks, verbose=verbose)
+        except Exception as err:
+            message = explain_out_of_memory(err, stage_batch, stage.image_size)
+            if message:
+                raise MemoryError(message) from err
+            raise
         best = checkpoint.best
         save_weights_atomic(model, last_weights)
         record = {"stage": index + 1, "name": stage.name, "trainable": stage.trainable,
                   "trainable_params": trainable, "image_size": stage.image_size,
                   "epochs_run": len(history.history.get("loss", [])), "epochs_planned": stage.epochs,
                   "best_val_accuracy": best, "stopped_by_budget": budget.stopped,
+                  "pseudo_label_rows": len(stage_train) - len(train_df),
                   "seconds": round(time.time() - started, 1)}
         write_json(done_path, record)
         records.append(record)

@@ -17,7 +17,7 @@ from IPython.display import display
 
 from lib import experiment, plots
 from lib.lr_find import lr_range_test, plot_lr_find
-from lib.train import lr_at_epochs
+from lib.train import lr_at_epochs, parse_stages
 
 _before = set(globals())
 
@@ -54,6 +54,9 @@ stages = [
      "weight_decay": 1e-4, "schedule": "onecycle"},
 ]
 label_smoothing = 0.1
+# Pseudo-labelling: after 05_ensemble has run, append a stage with "pseudo_labels": True to `stages`; it trains
+# on train + the test rows 05 labelled with confidence >= its threshold (appending a stage keeps the finished ones).
+pseudo_labels_file = ""  # empty: runs/<profile>/05_ensemble/pseudo_labels.csv
 class_weight = None  # or "balanced"
 early_stopping_patience = 3
 gradient_accumulation_steps = None
@@ -94,12 +97,12 @@ plots.lr_schedule(lr_at_epochs(stages, steps_per_epoch));
 if lr_find_steps:
     from lib.models import set_trainable
 
-    first = stages[0]
-    set_trainable(model, first.get("trainable", "head"))
-    found = lr_range_test(model, ctx.sequence(ctx.train, first["image_size"], batch_size, augment, shuffle=True),
+    first = parse_stages(stages)[0]
+    set_trainable(model, first.trainable)
+    found = lr_range_test(model, ctx.sequence(ctx.train, first.image_size, batch_size, augment, shuffle=True),
                           loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0)
     plot_lr_find(found)
-    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first['lr']:g})")
+    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.lr:g})")
     ctx.run.update_metrics(lr_find_suggested=found.suggested_lr)
 
 # %% [markdown]

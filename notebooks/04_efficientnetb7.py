@@ -53,6 +53,9 @@ stages = [
      "lr": 3e-5, "weight_decay": 1e-5, "schedule": "onecycle"},
 ]
 label_smoothing = 0.1
+# Pseudo-labelling: after 05_ensemble has run, append a stage with "pseudo_labels": True to `stages`; it trains
+# on train + the test rows 05 labelled with confidence >= its threshold (appending a stage keeps the finished ones).
+pseudo_labels_file = ""  # empty: runs/<profile>/05_ensemble/pseudo_labels.csv
 class_weight = None
 early_stopping_patience = 3
 gradient_accumulation_steps = 4

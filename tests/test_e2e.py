@@ -75,6 +75,13 @@ def test_score_reads_the_hidden_labels(tiny_run):
 
 
 @pytest.mark.slow
+def test_second_run_all_skips_finished_notebooks(tiny_run):
+    data_dir, output_root, _ = tiny_run
+    done = make("run-all", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=output_root)
+    assert done.returncode == 0 and done.stdout.count("up to date, skipped") == len(NOTEBOOKS)
+
+
+@pytest.mark.slow
 def test_failing_notebook_stops_make_and_keeps_the_traceback(tiny_run, tmp_path):
     """05 without the model runs fails: make exits non-zero and names the executed copy holding the error."""
     data_dir, _, _ = tiny_run

@@ -102,3 +102,19 @@ def test_offline_imagenet_weights_give_a_clear_error(monkeypatch, tmp_path):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="xception"):
         build_model("resnet9000", weights=None)
+
+
+def test_weights_attached_on_kaggle_are_used(monkeypatch, tmp_path):
+    """With the internet off on Kaggle, a weights file in an attached dataset lands in the Keras cache."""
+    from lib.models import cached_weights_path, find_attached_weights
+
+    (tmp_path / "kaggle" / "working").mkdir(parents=True)
+    attached = tmp_path / "kaggle" / "input" / "keras-weights" / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    attached.parent.mkdir(parents=True)
+    attached.write_bytes(b"h5")
+    monkeypatch.setenv("CARS_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    assert find_attached_weights(SMALL) == attached
+    with pytest.raises(Exception):
+        load_backbone(SMALL, "imagenet")  # not a real h5 file, but it must have been copied into the cache first
+    assert cached_weights_path(SMALL).read_bytes() == b"h5"

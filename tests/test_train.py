@@ -189,3 +189,44 @@ def test_broken_backup_restarts_the_stage(tmp_path):
     callback.set_model(model)
     callback.on_train_begin()
     assert not backup.exists() and not model._initial_epoch
+
+
+class StopBeforeFit(Exception):
+    pass
+
+
+def test_pseudo_label_stage_adds_the_confident_test_rows(tiny_demo, tmp_path):
+    from lib import data
+    from lib.models import build_model
+    from lib.runs import RunRecord
+    from lib.train import train_stages
+
+    train, val = data.holdout_split(data.load_train(tiny_demo), 0.25, 0)
+    pseudo = pd.DataFrame({"Id": ["a.jpg", "b.jpg"], "Category": [1, 2], "path": ["pa", "pb"]})
+    seen = []
+
+    def capture(frame, size, batch, augment, shuffle):
+        seen.append(len(frame))
+        raise StopBeforeFit
+
+    model = build_model("mobilenetv3small", weights=None, dense_units=4)
+    stages = [{"name": "pseudo", "trainable": "head", "epochs": 1, "image_size": 32, "pseudo_labels": True}]
+    with pytest.raises(StopBeforeFit):
+        train_stages(model, stages, train, val, RunRecord(tmp_path / "a"), make_sequence=capture,
+                     pseudo_labelled=pseudo)
+    assert seen == [len(train) + 2]
+    with pytest.raises(ValueError, match="05_ensemble"):
+        train_stages(model, stages, train, val, RunRecord(tmp_path / "b"), make_sequence=capture)
+
+
+def test_appending_a_stage_keeps_the_run(tmp_path):
+    from lib.runs import RunRecord
+
+    first = {"stages": [{"epochs": 1}], "seed": 1}
+    RunRecord(tmp_path / "run").start(first, fingerprint_keys=["stages", "seed"])
+    (tmp_path / "run" / "stage_1.json").write_text("{}")
+    RunRecord(tmp_path / "run").start({**first, "stages": [{"epochs": 1}, {"epochs": 2}]}, ["stages", "seed"])
+    assert (tmp_path / "run" / "stage_1.json").exists()
+    RunRecord(tmp_path / "run").start({**first, "seed": 2}, ["stages", "seed"])
+    assert not (tmp_path / "run" / "stage_1.json").exists()
+    assert len(list(tmp_path.glob("run.old-*"))) == 1  # moved aside, not deleted
