@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lib.augment import PRESETS, albumentations_preset, keras_augmentation, sample_warp, warp
+from tests.fixed_random import FixedRandom
 
 
 @pytest.fixture
@@ -48,20 +49,6 @@ def test_unknown_name_lists_valid_ones():
         keras_augmentation("strong")
 
 
-class _FixedRandom:
-    """Stands in for np.random.Generator: random() from a list, uniform() at the middle of its range."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-
-    def random(self):
-        return self.draws.pop(0)
-
-    def uniform(self, low, high, size=None):
-        middle = (low + high) / 2.0
-        return middle if size is None else np.full(size, middle)
-
-
 def _source():
     image = np.zeros((48, 80, 3), np.uint8)
     image[:, :20] = (255, 0, 0)
@@ -70,20 +57,20 @@ def _source():
 
 
 def test_fused_warp_without_flip_or_affine_is_none():
-    assert sample_warp("medium", _FixedRandom([0.99, 0.99]), 80, 48, 32) == (False, None)
-    assert sample_warp("medium", _FixedRandom([0.0, 0.99]), 80, 48, 32) == (True, None)  # flip: caller's job
-    assert sample_warp("none", _FixedRandom([]), 80, 48, 32) == (False, None)
+    assert sample_warp("medium", FixedRandom([0.99, 0.99]), 80, 48, 32) == (False, None)
+    assert sample_warp("medium", FixedRandom([0.0, 0.99]), 80, 48, 32) == (True, None)  # flip: caller's job
+    assert sample_warp("none", FixedRandom([]), 80, 48, 32) == (False, None)
 
 
 def test_fused_warp_with_neutral_affine_equals_the_plain_resize():
-    flip, matrix = sample_warp("medium", _FixedRandom([0.99, 0.0]), 80, 48, 32)  # scale 1, angle 0, shift 0
+    flip, matrix = sample_warp("medium", FixedRandom([0.99, 0.0]), 80, 48, 32)  # scale 1, angle 0, shift 0
     assert not flip
     expected = cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR)
     assert np.abs(warp(_source(), matrix, 32).astype(int) - expected).max() <= 2
 
 
 def test_fused_warp_flip_equals_resize_then_flip():
-    flip, matrix = sample_warp("medium", _FixedRandom([0.0, 0.0]), 80, 48, 32)  # flip + neutral affine
+    flip, matrix = sample_warp("medium", FixedRandom([0.0, 0.0]), 80, 48, 32)  # flip + neutral affine
     assert flip
     expected = cv2.flip(cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR), 1)
     assert np.abs(warp(_source(), matrix, 32).astype(int) - expected).max() <= 2

@@ -5,6 +5,7 @@ from PIL import Image
 
 import lib
 from lib.pipeline import ImageSequence
+from tests.fixed_random import FixedRandom
 
 
 @pytest.fixture
@@ -138,29 +139,15 @@ def test_tiny_model_fits_and_predicts_on_image_sequence(image_files):
         assert "tensorflow" not in sys.modules
 
 
-class _FixedRandom:
-    """random() from a list, uniform() at the middle of its range (a neutral affine)."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-
-    def random(self):
-        return self.draws.pop(0)
-
-    def uniform(self, low, high, size=None):
-        middle = (low + high) / 2.0
-        return middle if size is None else np.full(size, middle)
-
-
 @pytest.mark.parametrize("use_cache", [False, True])
 def test_flip_and_neutral_affine_match_plain_resize(image_files, tmp_path, use_cache):
     seq = ImageSequence(image_files, image_size=32, batch_size=4, augment="medium",
                         cache_dir=(tmp_path / "cache") if use_cache else None)
     plain, flipped, warped = (np.empty((32, 32, 3), np.uint8) for _ in range(3))
     assert seq.load(1, plain)
-    assert seq.load(1, flipped, _FixedRandom([0.0, 0.99]))  # flip drawn, affine not
+    assert seq.load(1, flipped, FixedRandom([0.0, 0.99]))  # flip drawn, affine not
     assert np.array_equal(flipped, plain[:, ::-1])
-    assert seq.load(1, warped, _FixedRandom([0.99, 0.0]))  # affine drawn at scale 1, angle 0, no shift
+    assert seq.load(1, warped, FixedRandom([0.99, 0.0]))  # affine drawn at scale 1, angle 0, no shift
     assert np.abs(warped.astype(int) - plain).max() <= 2
 
 
