@@ -282,7 +282,7 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
                   "trainable_params": trainable, "image_size": stage.image_size,
                   "epochs_run": len(history.history.get("loss", [])), "epochs_planned": stage.epochs,
                   "best_val_accuracy": best, "stopped_by_budget": budget.stopped,
-                  "pseudo_label_rows": len(stage_train) - len(train_df),
+                  "pseudo_label_rows": len(stage_train) - len(train_df), "jit_compile": bool(model.jit_compile),
                   "seconds": round(time.time() - started, 1)}
         write_json(done_path, record)
         records.append(record)
