@@ -82,7 +82,7 @@ def history(frame: pd.DataFrame):
 
 
 def lr_schedule(frame: pd.DataFrame, ax=None):
-    """Learning rate against step, one colour per stage (from lib.train.lr_at_epochs)."""
+    """Learning rate against step, one colour per stage (from lib.train.lr_per_step)."""
     ax = ax or plt.subplots(figsize=(8, 3))[1]
     for stage, part in frame.groupby("stage", sort=False):
         ax.plot(part["step"], part["lr"], label=stage)

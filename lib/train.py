@@ -197,8 +197,9 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
     A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
-    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore). The same weights carry from stage to stage; the model accepts any image size,
-    so progressive resizing only changes the input pipeline. Ends with the best weights loaded.
+    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore). The same weights carry from
+    stage to stage; the model accepts any image size, so progressive resizing only changes the input pipeline.
+    Ends with the best weights loaded.
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline.
     """
     stages = parse_stages(stages) if stages and isinstance(stages[0], dict) else list(stages)
@@ -302,7 +303,7 @@ def pseudo_labels(test_df: pd.DataFrame, test_probs: np.ndarray, threshold: floa
     return test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
 
 
-def lr_at_epochs(stages: list[dict], steps_per_epoch: int) -> pd.DataFrame:
+def lr_per_step(stages: list[dict], steps_per_epoch: int) -> pd.DataFrame:
     """The learning rate at every step of every stage (for the LR plot)."""
     from lib.schedules import lr_curve
 

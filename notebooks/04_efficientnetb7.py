@@ -16,7 +16,7 @@
 from IPython.display import display
 
 from lib import experiment, plots
-from lib.train import lr_at_epochs
+from lib.train import lr_per_step
 
 _before = set(globals())
 
@@ -84,7 +84,7 @@ print(f"{model.name}: {model.count_params():,} parameters")
 
 # %%
 steps_per_epoch = -(-len(ctx.train) // batch_size)
-plots.lr_schedule(lr_at_epochs(stages, steps_per_epoch));
+plots.lr_schedule(lr_per_step(stages, steps_per_epoch));
 
 # %% [markdown]
 # ## Training

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lib import NUM_CLASSES
-from lib.train import TimeBudget, class_weights, lr_at_epochs, parse_stages, pseudo_labels
+from lib.train import TimeBudget, class_weights, lr_per_step, parse_stages, pseudo_labels
 
 
 class FakeModel:
@@ -68,7 +68,7 @@ def test_stage_parsing():
 
 
 def test_lr_table_spans_all_stages():
-    table = lr_at_epochs([{"epochs": 2, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4, "schedule": "cosine"}], 5)
+    table = lr_per_step([{"epochs": 2, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4, "schedule": "cosine"}], 5)
     assert len(table) == 15 and table["step"].tolist() == list(range(15))
     assert np.allclose(table["lr"][:10], 1e-3) and table["lr"].iloc[10] == pytest.approx(1e-4)
 
