@@ -150,7 +150,7 @@ def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "s
     for name in names[1:]:
         if not vals[name]["Id"].equals(reference["Id"]) or not tests[name]["Id"].equals(tests[names[0]]["Id"]):
             raise EnsembleError(f"{name} was validated or tested on other rows than {names[0]}: rerun both with "
-                                f"the same data_dir, seed and val_fraction (the shared split).")
+                                f"the same data_dir, seed, val_fraction and folds (the shared split).")
     labels = reference["Category"].to_numpy()
     per_model = {name: probs_matrix(vals[name]) for name in names}
     weights = fit_weights(list(per_model.values()), labels, method=method, search=search) if len(names) > 1 \

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from lib import data, paths
 from lib.runs import RunRecord, seed_everything, write_csv
 
 # Settings whose change makes an old run folder unusable for resuming (it is moved aside, not deleted).
-FINGERPRINT = ["data_dir", "backbone", "weights", "seed", "val_fraction", "stages", "pooling", "dense_units",
+FINGERPRINT = ["data_dir", "backbone", "weights", "seed", "val_fraction", "folds", "stages", "pooling", "dense_units",
                "head_batchnorm", "keras_augment", "precision"]
 STARTED = time.time()  # the notebook's start: the time budget counts from here
 
@@ -60,8 +60,9 @@ def setup(params: dict) -> Context:
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
     print(describe_device())
     print(f"Data: {data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}; {scan.summary()}")
-    print(f"Split (seed {params['seed']}): {len(train):,} train / {len(val):,} validation; "
-          f"precision {precision}; run folder {run.dir}")
+    split = (f"{params['folds']}-fold cross-validation" if params.get("folds", 0) >= 2
+             else f"{len(train):,} train / {len(val):,} validation")
+    print(f"Split (seed {params['seed']}): {split}; precision {precision}; run folder {run.dir}")
     return Context(params, run, data_dir, scan, train, val, precision)
 
 
@@ -101,8 +102,9 @@ def train(ctx: Context, model):
 
 @dataclass
 class Evaluation:
-    val_probs: np.ndarray
+    val_probs: np.ndarray  # with TTA; out-of-fold under K-fold
     val_probs_plain: np.ndarray
+    val_labels: np.ndarray
     test_probs: np.ndarray
     table: pd.DataFrame
 
@@ -132,17 +134,53 @@ def evaluate(ctx: Context, model) -> Evaluation:
     ctx.run.update_metrics(model=p["run_name"], backbone=p["backbone"], profile=p["profile"],
                            val_accuracy_no_tta=float(table.iloc[0, 0]), val_accuracy=float(table.iloc[1, 0]),
                            image_size=size, test_rows=len(test), test_fallback_rows=fallback)
-    return Evaluation(with_tta, plain, test_probs, table)
+    return Evaluation(with_tta, plain, labels, test_probs, table)
+
+
+def cross_validate(ctx: Context) -> Evaluation:
+    """K-fold: one model per fold (run folders fold_<k>/), each predicting its held-out fold and the test set.
+
+    The run folder gets out-of-fold probabilities for every train row (probs_val.csv, so 05 fits its weights on
+    all of them when every model used the same folds and seed) and the folds' mean test probabilities.
+    """
+    from lib.ensemble import accuracy
+
+    p, k = ctx.params, ctx.params["folds"]
+    folds = data.stratified_folds(ctx.scan.train, k, p["seed"])
+    labels = ctx.scan.train["Category"].to_numpy()
+    oof, oof_plain = np.zeros((len(labels), 10)), np.zeros((len(labels), 10))
+    test_probs, rows = 0.0, []
+    for fold in range(k):
+        print(f"== Fold {fold + 1}/{k} ==")
+        held_out = folds == fold
+        fold_ctx = replace(ctx, run=RunRecord(ctx.run.dir / f"fold_{fold}"),
+                           train=ctx.scan.train[~held_out].reset_index(drop=True),
+                           val=ctx.scan.train[held_out].reset_index(drop=True))
+        fold_ctx.run.start({**p, "fold": fold}, fingerprint_keys=FINGERPRINT)
+        seed_everything(p["seed"] + fold)
+        model = build(fold_ctx)
+        train(fold_ctx, model)
+        result = evaluate(fold_ctx, model)
+        oof[held_out], oof_plain[held_out] = result.val_probs, result.val_probs_plain
+        test_probs = test_probs + result.test_probs / k
+        rows.append({"fold": fold, "rows": int(held_out.sum()), "no TTA": result.table.iloc[0, 0],
+                     "TTA": result.table.iloc[1, 0]})
+    ctx.run.save_probs("val", ctx.scan.train["Id"], oof, labels)
+    ctx.run.save_probs("test", ctx.scan.test["Id"], test_probs)
+    table = pd.DataFrame(rows).set_index("fold")
+    table.loc["out-of-fold"] = [len(labels), accuracy(oof_plain, labels), accuracy(oof, labels)]
+    ctx.run.update_metrics(model=p["run_name"], backbone=p["backbone"], profile=p["profile"], folds=k,
+                           val_accuracy_no_tta=float(table.loc["out-of-fold", "no TTA"]),
+                           val_accuracy=float(table.loc["out-of-fold", "TTA"]),
+                           fold_val_accuracy=table["TTA"].iloc[:-1].tolist(), test_rows=len(ctx.scan.test))
+    return Evaluation(oof, oof_plain, labels, test_probs, table)
 
 
 def submit(ctx: Context, test_probs: np.ndarray, name: str) -> Path:
     """Write submissions/<name>.csv (validated, atomic); on Kaggle also /kaggle/working/submission.csv."""
-    from lib.submission import read_sample_ids, write_submission
+    from lib.submission import read_sample_ids, write_named_submission
 
     sample_ids = read_sample_ids(ctx.data_dir / "sample-submission.csv")
-    ids, categories = ctx.scan.test["Id"], np.asarray(test_probs).argmax(axis=1)
-    out = write_submission(ids, categories, paths.submissions_dir() / f"{name}.csv", sample_ids)
-    if paths.on_kaggle():
-        write_submission(ids, categories, paths.kaggle_root() / "working" / "submission.csv", sample_ids)
-    print(f"Submission written: {out} ({len(ids):,} rows)")
+    out = write_named_submission(ctx.scan.test["Id"], np.asarray(test_probs).argmax(axis=1), name, sample_ids)
+    print(f"Submission written: {out} ({len(sample_ids):,} rows)")
     return out

@@ -75,6 +75,16 @@ def write_submission(ids, categories, path: str | os.PathLike, sample_ids: list[
     return Path(path)
 
 
+def write_named_submission(ids, categories, name: str, sample_ids: list[str]) -> Path:
+    """submissions/<name>.csv (validated, atomic); inside a Kaggle kernel also /kaggle/working/submission.csv."""
+    from lib import paths
+
+    out = write_submission(ids, categories, paths.submissions_dir() / f"{name}.csv", sample_ids)
+    if paths.on_kaggle():
+        write_submission(ids, categories, paths.kaggle_root() / "working" / "submission.csv", sample_ids)
+    return out
+
+
 def score(submission_path: str | os.PathLike, labels_path: str | os.PathLike) -> float:
     """Accuracy of a submission against a labels file with the same `Id,Category` layout."""
     labels = pd.read_csv(labels_path, dtype={"Id": str})

@@ -28,6 +28,7 @@ run_name = "03_xception"
 submission_name = "xception"
 seed = 42
 val_fraction = 0.2  # one stratified fold of round(1 / val_fraction), shared by every model
+folds = 0  # 0: the holdout above; K >= 2: K-fold, one model per fold, out-of-fold probabilities for 05
 max_bad_fraction = 0.01  # stop if more of train.csv is unusable
 # model
 backbone = "xception"
@@ -112,17 +113,21 @@ if lr_find_steps:
 # weights are used from here on.
 
 # %%
-result = experiment.train(ctx, model)
-display(result.stage_table())
-plots.history(result.history);
+if folds:  # one model per fold, trained as above; validation below is out-of-fold
+    evaluation = experiment.cross_validate(ctx)
+else:
+    result = experiment.train(ctx, model)
+    display(result.stage_table())
+    plots.history(result.history)
 
 # %% [markdown]
 # ## Validation: without and with TTA
 
 # %%
-evaluation = experiment.evaluate(ctx, model)
+if not folds:
+    evaluation = experiment.evaluate(ctx, model)
 display(evaluation.table)
-plots.confusion(ctx.val["Category"], evaluation.val_probs.argmax(axis=1));
+plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 
 # %% [markdown]
 # ## Submission

@@ -27,6 +27,7 @@ run_name = "04_efficientnetb7"
 submission_name = "efficientnetb7"
 seed = 42
 val_fraction = 0.2  # must match notebook 03 so the ensemble can fit its weights on the same rows
+folds = 0  # 0: the holdout above; K >= 2: K-fold, one model per fold, out-of-fold probabilities for 05
 max_bad_fraction = 0.01
 # model
 backbone = "efficientnetb7"
@@ -93,17 +94,21 @@ plots.lr_schedule(lr_per_step(stages, steps_per_epoch));
 # skips finished stages and resumes an interrupted one from its last epoch.
 
 # %%
-result = experiment.train(ctx, model)
-display(result.stage_table())
-plots.history(result.history);
+if folds:  # one model per fold, trained as above; validation below is out-of-fold
+    evaluation = experiment.cross_validate(ctx)
+else:
+    result = experiment.train(ctx, model)
+    display(result.stage_table())
+    plots.history(result.history)
 
 # %% [markdown]
 # ## Validation: without and with TTA
 
 # %%
-evaluation = experiment.evaluate(ctx, model)
+if not folds:
+    evaluation = experiment.evaluate(ctx, model)
 display(evaluation.table)
-plots.confusion(ctx.val["Category"], evaluation.val_probs.argmax(axis=1));
+plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 
 # %% [markdown]
 # ## Submission

@@ -17,7 +17,7 @@ from lib import data, paths, plots
 from lib.ensemble import combine_runs, per_class_accuracy
 from lib.experiment import collect_params
 from lib.runs import RunRecord, write_csv
-from lib.submission import read_sample_ids, write_submission
+from lib.submission import read_sample_ids, write_named_submission
 from lib.train import pseudo_labels
 
 _before = set(globals())
@@ -62,9 +62,7 @@ plots.confusion(fitted.val_labels, fitted.val_probs.argmax(axis=1), title="Ensem
 # %%
 sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
 predicted = fitted.test_probs.argmax(axis=1)
-out = write_submission(fitted.test_ids, predicted, paths.submissions_dir() / f"{submission_name}.csv", sample_ids)
-if paths.on_kaggle():
-    write_submission(fitted.test_ids, predicted, paths.kaggle_root() / "working" / "submission.csv", sample_ids)
+out = write_named_submission(fitted.test_ids, predicted, submission_name, sample_ids)
 run.save_probs("val", fitted.val_ids, fitted.val_probs, fitted.val_labels)
 run.save_probs("test", fitted.test_ids, fitted.test_probs)
 confident = pseudo_labels(data.load_test(data_dir), fitted.test_probs, pseudo_label_threshold)

@@ -1,0 +1,54 @@
+"""The model notebooks' steps on a small real model: K-fold with out-of-fold probabilities that 05 can blend."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import experiment
+from lib.ensemble import combine_runs
+from lib.runs import load_probs
+
+
+def params(tiny_demo, run_dir, **overrides):
+    return {**dict(data_dir=str(tiny_demo), profile="tiny", run_name="kfold", run_dir=str(run_dir), seed=3,
+                   val_fraction=0.25, folds=2, max_bad_fraction=0.01, backbone="mobilenetv3small", weights=None,
+                   pooling="avg", head_batchnorm=True, dropout=0.0, dense_units=8, activation="relu", l2=0.0,
+                   precision="auto", jit_compile=False, batch_size=8, augment="none", keras_augment="none", workers=1,
+                   stages=[{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32}],
+                   label_smoothing=0.0, early_stopping_patience=2, time_budget_minutes=0, verbose=0,
+                   predict_image_size=0, tta=["identity", "hflip"], tta_passes=2), **overrides}
+
+
+@pytest.mark.slow
+def test_kfold_gives_out_of_fold_probabilities_for_every_train_row(tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("CARS_OUTPUT_ROOT", str(tmp_path))
+    runs = {}
+    for name, seed_offset in (("a", 0), ("b", 1)):
+        ctx = experiment.setup(params(tiny_demo, tmp_path / name, run_name=name))
+        evaluation = experiment.cross_validate(ctx)
+        runs[name] = tmp_path / name
+        assert list(evaluation.table.index) == [0, 1, "out-of-fold"]
+        val = load_probs(runs[name], "val")
+        assert sorted(val["Id"]) == sorted(ctx.scan.train["Id"])  # every train row predicted once, out of fold
+        assert np.allclose(val.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
+        assert len(load_probs(runs[name], "test")) == len(ctx.scan.test)
+        assert (runs[name] / "fold_0" / "metrics.json").exists() and (runs[name] / "fold_1" / "best.weights.h5").exists()
+        metrics = json.loads((runs[name] / "metrics.json").read_text())
+        assert metrics["folds"] == 2 and len(metrics["fold_val_accuracy"]) == 2
+    fitted = combine_runs(runs)  # 05 fits its weights on all out-of-fold rows
+    assert len(fitted.val_labels) == len(pd.read_csv(tiny_demo / "train.csv"))
+    assert abs(fitted.weights.sum() - 1) < 1e-9
+
+
+def test_models_on_different_splits_are_refused(tmp_path):
+    from lib.ensemble import EnsembleError
+    from lib.runs import RunRecord
+
+    probs = np.full((2, 10), 0.1)
+    for name, ids in (("a", ["1.jpg", "2.jpg"]), ("b", ["1.jpg", "3.jpg"])):
+        record = RunRecord(tmp_path / name)
+        record.save_probs("val", ids, probs, [0, 1])
+        record.save_probs("test", ["9.jpg", "8.jpg"], probs)
+    with pytest.raises(EnsembleError, match="same data_dir, seed, val_fraction and folds"):
+        combine_runs({"a": tmp_path / "a", "b": tmp_path / "b"})
