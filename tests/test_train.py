@@ -230,3 +230,28 @@ def test_appending_a_stage_keeps_the_run(tmp_path):
     RunRecord(tmp_path / "run").start({**first, "seed": 2}, ["stages", "seed"])
     assert not (tmp_path / "run" / "stage_1.json").exists()
     assert len(list(tmp_path.glob("run.old-*"))) == 1  # moved aside, not deleted
+
+
+def test_label_smoothing_and_optimizer_reach_the_compiled_model(tiny_demo, tmp_path, monkeypatch):
+    import keras
+
+    from lib import data
+    from lib.models import build_model
+    from lib.runs import RunRecord
+    from lib.train import train_stages
+
+    train, val = data.holdout_split(data.load_train(tiny_demo), 0.25, 0)
+    model = build_model("mobilenetv3small", weights=None, dense_units=4)
+
+    def stop(*args, **kwargs):
+        raise StopBeforeFit
+
+    monkeypatch.setattr(model, "fit", stop)
+    stages = [{"name": "s", "trainable": "head", "epochs": 2, "image_size": 32, "optimizer": "sgd", "lr": 0.1,
+               "schedule": "cyclic", "weight_decay": 1e-4}]
+    with pytest.raises(StopBeforeFit):
+        train_stages(model, stages, train, val, RunRecord(tmp_path / "run"), label_smoothing=0.2,
+                     make_sequence=lambda frame, *rest: list(range(len(frame) // 8 + 1)))
+    assert model.loss.get_config()["label_smoothing"] == 0.2
+    assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
+    assert type(model.optimizer._learning_rate).__name__ == "CyclicLR"
