@@ -19,7 +19,7 @@ import pandas as pd
 from lib import NUM_CLASSES
 from lib.paths import PROJECT_ROOT
 
-_UMASK = os.umask(0)
+_UMASK = os.umask(0)  # the only way to read the umask is to set it; restored on the next line
 os.umask(_UMASK)
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
 TRACKED_PACKAGES = (
