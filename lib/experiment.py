@@ -137,6 +137,15 @@ def evaluate(ctx: Context, model) -> Evaluation:
     return Evaluation(with_tta, plain, labels, test_probs, table)
 
 
+def fit_and_evaluate(ctx: Context, model):
+    """Holdout: train `model` through its stages, then evaluate it. K-fold (folds >= 2): cross_validate, which
+    builds one model per fold. Returns (TrainResult, or None under K-fold; Evaluation)."""
+    if ctx.params.get("folds", 0) >= 2:
+        return None, cross_validate(ctx)
+    result = train(ctx, model)
+    return result, evaluate(ctx, model)
+
+
 def cross_validate(ctx: Context) -> Evaluation:
     """K-fold: one model per fold (run folders fold_<k>/), each predicting its held-out fold and the test set.
 

@@ -113,19 +113,16 @@ if lr_find_steps:
 # weights are used from here on.
 
 # %%
-if folds:  # one model per fold, trained as above; validation below is out-of-fold
-    evaluation = experiment.cross_validate(ctx)
-else:
-    result = experiment.train(ctx, model)
+result, evaluation = experiment.fit_and_evaluate(ctx, model)  # with folds >= 2: one model per fold
+if result:
     display(result.stage_table())
-    plots.history(result.history)
+    plots.history(result.history);
 
 # %% [markdown]
 # ## Validation: without and with TTA
+# Under K-fold these are out-of-fold predictions, one per train row.
 
 # %%
-if not folds:
-    evaluation = experiment.evaluate(ctx, model)
 display(evaluation.table)
 plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 
