@@ -83,3 +83,15 @@ def test_fused_warp_random_draws_change_the_image_and_keep_shape():
     assert warped and all(w.shape == (32, 32, 3) and w.dtype == np.uint8 for w in warped)
     plain = cv2.resize(_source(), (32, 32), interpolation=cv2.INTER_LINEAR)
     assert any(np.abs(w.astype(int) - plain).mean() > 5 for w in warped)
+
+
+def test_warp_through_rgba_gives_the_pixels_of_a_plain_rgb_warp():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    matrices = [m for m in (sample_warp("heavy", rng, 80, 48, 32)[1] for _ in range(10)) if m is not None]
+    assert matrices
+    out = np.empty((32, 32, 3), np.uint8)
+    for matrix in matrices:
+        expected = cv2.warpAffine(image, matrix, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        assert warp(image, matrix, 32, out=out) is out
+        assert np.array_equal(out, expected)
