@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--workers", type=int, default=None, help="pipeline threads (default: lib.pipeline's)")
     parser.add_argument("--tta-passes", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin repeats; the median is reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin repeats; the median is reported (default 5)")
     parser.add_argument("--skip-idg", action="store_true", help="skip ImageDataGenerator (needs TensorFlow)")
     parser.add_argument("--explore", action="store_true",
                         help="also time the design alternatives (PIL decode, processes, worker counts, ...)")
