@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import shutil
@@ -100,7 +102,8 @@ def iterate_like_fit(sequence) -> int:
 def run_image_data_generator(paths, labels, size: int, batch: int) -> None:
     from lib.tf_only import image_data_generator_flow
 
-    flow = image_data_generator_flow(paths, labels, image_size=size, batch_size=batch)
+    with contextlib.redirect_stdout(io.StringIO()):  # its "Found N image filenames" line, once per round
+        flow = image_data_generator_flow(paths, labels, image_size=size, batch_size=batch)
     for index in range(len(flow)):
         flow[index]
 
