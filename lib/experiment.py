@@ -75,6 +75,14 @@ def build(ctx: Context):
                        keras_augment=p["keras_augment"])
 
 
+def planned_lr(ctx: Context) -> pd.DataFrame:
+    """The learning rate of every training step, stage by stage (lib.train.lr_per_step on this run's split)."""
+    from lib.train import lr_per_step
+
+    steps_per_epoch = -(-len(ctx.train) // ctx.params["batch_size"])
+    return lr_per_step(ctx.params["stages"], steps_per_epoch)
+
+
 def train(ctx: Context, model):
     from lib.train import deadline_from, train_stages
 

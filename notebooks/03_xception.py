@@ -17,7 +17,7 @@ from IPython.display import display
 
 from lib import experiment, plots
 from lib.lr_find import lr_range_test, plot_lr_find
-from lib.train import lr_per_step, parse_stages
+from lib.train import parse_stages
 
 _before = set(globals())
 
@@ -86,8 +86,7 @@ print(f"{model.name}: {model.count_params():,} parameters")
 # The learning rate every step will use, stage by stage.
 
 # %%
-steps_per_epoch = -(-len(ctx.train) // batch_size)
-plots.lr_schedule(lr_per_step(stages, steps_per_epoch));
+plots.lr_schedule(experiment.planned_lr(ctx));
 
 # %% [markdown]
 # ## LR range test

@@ -16,7 +16,6 @@
 from IPython.display import display
 
 from lib import experiment, plots
-from lib.train import lr_per_step
 
 _before = set(globals())
 
@@ -84,8 +83,7 @@ print(f"{model.name}: {model.count_params():,} parameters")
 # The learning rate every step will use, stage by stage.
 
 # %%
-steps_per_epoch = -(-len(ctx.train) // batch_size)
-plots.lr_schedule(lr_per_step(stages, steps_per_epoch));
+plots.lr_schedule(experiment.planned_lr(ctx));
 
 # %% [markdown]
 # ## Training

@@ -52,3 +52,14 @@ def test_models_on_different_splits_are_refused(tmp_path):
         record.save_probs("test", ["9.jpg", "8.jpg"], probs)
     with pytest.raises(EnsembleError, match="same data_dir, seed, val_fraction and folds"):
         combine_runs({"a": tmp_path / "a", "b": tmp_path / "b"})
+
+
+def test_planned_lr_has_one_row_per_step_of_every_stage():
+    stages = [{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32, "lr": 0.01},
+              {"name": "all", "trainable": "all", "epochs": 2, "image_size": 48, "lr": 0.001}]
+    ctx = experiment.Context(params={"stages": stages, "batch_size": 4}, run=None, data_dir=None, scan=None,
+                             train=pd.DataFrame({"Id": range(10)}), val=None, precision="float32")
+    plan = experiment.planned_lr(ctx)  # 10 rows at batch 4: 3 steps per epoch
+    assert list(plan["step"]) == list(range(9))
+    assert plan["stage"].value_counts().to_dict() == {"1: head": 3, "2: all": 6}
+    assert (plan["lr"] > 0).all() and plan["lr"].max() <= 0.01 + 1e-12
