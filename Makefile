@@ -12,7 +12,6 @@ PROFILE ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
-export PYTHONPATH := $(CURDIR)
 
 NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble
 # Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
@@ -25,7 +24,7 @@ SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
 	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_predict.py
 
-.PHONY: help venv prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax bench clean
+.PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax lint format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
@@ -34,7 +33,7 @@ help: ## List the targets
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed ## Create .venv from requirements.txt (GPU=1: GPU TensorFlow via requirements-gpu.txt)
 
-$(VENV)/.installed: requirements.txt requirements-gpu.txt
+$(VENV)/.installed: requirements.txt requirements-gpu.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(GPU),)
@@ -43,7 +42,12 @@ else
 	grep -v '^tensorflow-cpu' requirements.txt > $(VENV)/requirements-gpu-resolved.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements-gpu-resolved.txt -r requirements-gpu.txt
 endif
+	$(PY) -m pip install -q --no-deps -e .  # `import lib` from anywhere (notebooks/, Jupyter) via the project's metadata
 	@touch $@
+
+hooks: | venv ## Install the git pre-commit hooks (ruff, jupytext --sync) from .pre-commit-config.yaml
+	$(PY) -m pip install -q pre-commit
+	$(VENV)/bin/pre-commit install
 
 # ---------------------------------------------------------------- the series
 prepare: | venv ## Find the data (DATA_DIR, else data/, else the offline demo, generated once) and check its layout
@@ -94,14 +98,27 @@ score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the d
 	@$(PY) -m lib.submission score $(or $(FILE),$(SUBMISSIONS)/submission.csv) --labels "$(DATA)/test_labels.csv"
 
 # ---------------------------------------------------------------- checks
-test: test-unit test-jax ## Run the whole test suite (TensorFlow environment, then the JAX-only job)
+LINTED := lib tests bench tools
+
+test: lint test-unit test-jax ## Lint, then the whole test suite (TensorFlow environment, then the JAX-only job)
+
+lint: | venv ## ruff check + ruff format --check, and every notebook .py/.ipynb pair in sync
+	$(VENV)/bin/ruff check $(LINTED) notebooks/*.py
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(PY) tools/check_notebook_pairs.py
+
+format: | venv ## Fix what ruff can (imports, formatting) and sync the notebook pairs
+	$(VENV)/bin/ruff check --fix $(LINTED) notebooks/*.py
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/jupytext --quiet --sync notebooks/[0-9]*.ipynb 2>/dev/null || true
 
 test-unit: | venv ## Run the tests in the TensorFlow environment
 	$(PY) -m pytest -q -m "not jax"
 
 test-jax: ## Run the JAX-backend job: tiny training + predict with no TensorFlow installed (.venv-jax)
 	@test -f .venv-jax/.installed || { $(PYTHON) -m venv .venv-jax && .venv-jax/bin/pip install -q --upgrade pip \
-		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && touch .venv-jax/.installed; }
+		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && .venv-jax/bin/pip install -q --no-deps -e . \
+		&& touch .venv-jax/.installed; }
 	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider $(JAX_TESTS)
 
 bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA

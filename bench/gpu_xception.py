@@ -1,6 +1,7 @@
 """Xception 299 bf16 on one GPU under Keras/JAX: end to end from JPEG files through lib.pipeline + model.fit,
 versus compute only on a batch already on the device. Run by bench/gpu.sh; tiny CPU check:
 KERAS_BACKEND=jax python bench/gpu_xception.py --images 16 --size 96 --batch 4 --steps 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,12 @@ def main(argv=None) -> int:
     from lib.pipeline import ImageSequence
 
     device = jax.devices()[0]
-    print(f"device: {device.platform} {getattr(device, 'device_kind', '')}; keras {keras.__version__} "
-          f"({keras.backend.backend()}), jax {jax.__version__}; {os.cpu_count()} CPUs; size {args.size}, "
-          f"batch {args.batch}, {args.precision}", flush=True)
+    print(
+        f"device: {device.platform} {getattr(device, 'device_kind', '')}; keras {keras.__version__} "
+        f"({keras.backend.backend()}), jax {jax.__version__}; {os.cpu_count()} CPUs; size {args.size}, "
+        f"batch {args.batch}, {args.precision}",
+        flush=True,
+    )
 
     model = build_model(args.size, args.precision)
     rng = np.random.default_rng(0)
@@ -95,8 +99,11 @@ def main(argv=None) -> int:
     for _ in range(args.steps):
         loss = model.train_on_batch(x_device, y_device)  # returns a host float: waits for the step
     compute_rate = args.steps * args.batch / (time.perf_counter() - timed_start)
-    print(f"compute only (batch already on device, train_on_batch): {compute_rate:.0f} img/s "
-          f"(loss {float(np.asarray(loss)):.3f})", flush=True)
+    print(
+        f"compute only (batch already on device, train_on_batch): {compute_rate:.0f} img/s "
+        f"(loss {float(np.asarray(loss)):.3f})",
+        flush=True,
+    )
 
     class EpochTimer(keras.callbacks.Callback):
         """Times each epoch from its 3rd batch on, so the worker pool's start-up is not counted."""
@@ -114,16 +121,27 @@ def main(argv=None) -> int:
             if self.last_batch > 2:
                 self.rates.append((self.last_batch - 2) * args.batch / (self.last - self.mark))
 
-    sequence = ImageSequence(paths, labels, image_size=args.size, batch_size=args.batch, augment=args.augment,
-                             shuffle=True, workers=args.workers, use_multiprocessing=args.processes,
-                             max_queue_size=max(16, 2 * args.workers),
-                             cache_dir=(root / "cache") if args.cache else None)
+    sequence = ImageSequence(
+        paths,
+        labels,
+        image_size=args.size,
+        batch_size=args.batch,
+        augment=args.augment,
+        shuffle=True,
+        workers=args.workers,
+        use_multiprocessing=args.processes,
+        max_queue_size=max(16, 2 * args.workers),
+        cache_dir=(root / "cache") if args.cache else None,
+    )
     timer = EpochTimer()
     fit_start = time.perf_counter()
     epochs = args.epochs + (1 if args.cache else 0)
     model.fit(sequence, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[timer], verbose=0)
-    print(f"model.fit: {epochs} epochs of {steps_per_epoch} steps in {time.perf_counter() - fit_start:.1f}s; "
-          f"per-epoch img/s {[round(rate) for rate in timer.rates]}", flush=True)
+    print(
+        f"model.fit: {epochs} epochs of {steps_per_epoch} steps in {time.perf_counter() - fit_start:.1f}s; "
+        f"per-epoch img/s {[round(rate) for rate in timer.rates]}",
+        flush=True,
+    )
     end_to_end = timer.rates[args.epochs - 1] if len(timer.rates) >= args.epochs else float("nan")
     mode = "processes" if args.processes else "threads"
     print(f"\n| Xception {args.size} {args.precision}, batch {args.batch}, {device.device_kind} | img/s |")

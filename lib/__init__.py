@@ -1,4 +1,5 @@
 """Shared code for the sf-dl-car-classification notebook series: one module per concern."""
+
 import os
 
 # Set before any submodule imports albumentations or TensorFlow: no PyPI version check, quieter logs.

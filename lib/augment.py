@@ -1,4 +1,5 @@
 """Augmentation presets: albumentations on the CPU (per image) and Keras preprocessing layers in the model."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,14 @@ def geometric_transforms(name: str) -> list:
     g = GEOMETRY[name]
     return [
         A.HorizontalFlip(p=g.flip),
-        A.Affine(translate_percent=(-g.translate, g.translate), scale=g.scale, rotate=(-g.rotate, g.rotate),
-                 shear=(-g.shear, g.shear) if g.shear else 0.0, border_mode=_BORDER, p=g.p),
+        A.Affine(
+            translate_percent=(-g.translate, g.translate),
+            scale=g.scale,
+            rotate=(-g.rotate, g.rotate),
+            shear=(-g.shear, g.shear) if g.shear else 0.0,
+            border_mode=_BORDER,
+            p=g.p,
+        ),
     ]
 
 
@@ -79,14 +86,18 @@ def photometric_transforms(name: str) -> list:
         A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=25, val_shift_limit=15, p=0.5),
         A.OneOf([A.RandomGamma(gamma_limit=(70, 130), p=1.0), A.CLAHE(clip_limit=2.0, p=1.0)], p=0.3),
         A.ToGray(p=0.05),
-        A.OneOf([
-            A.GaussianBlur(blur_limit=(3, 7), p=1.0),
-            A.MotionBlur(blur_limit=(3, 7), p=1.0),
-            A.GaussNoise(std_range=(0.03, 0.1), noise_scale_factor=0.5, p=1.0),
-            A.ImageCompression(quality_range=(40, 90), p=1.0),
-        ], p=0.4),
-        A.CoarseDropout(num_holes_range=(1, 6), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15),
-                        fill=0, p=0.5),
+        A.OneOf(
+            [
+                A.GaussianBlur(blur_limit=(3, 7), p=1.0),
+                A.MotionBlur(blur_limit=(3, 7), p=1.0),
+                A.GaussNoise(std_range=(0.03, 0.1), noise_scale_factor=0.5, p=1.0),
+                A.ImageCompression(quality_range=(40, 90), p=1.0),
+            ],
+            p=0.4,
+        ),
+        A.CoarseDropout(
+            num_holes_range=(1, 6), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15), fill=0, p=0.5
+        ),
     ]
 
 
@@ -101,8 +112,9 @@ def photometric_preset(name: str, seed: int | None = None) -> A.Compose | None:
     return A.Compose(transforms, seed=seed) if transforms else None
 
 
-def sample_warp(name: str, rng: np.random.Generator, width: int, height: int, size: int
-                ) -> tuple[bool, np.ndarray | None]:
+def sample_warp(
+    name: str, rng: np.random.Generator, width: int, height: int, size: int
+) -> tuple[bool, np.ndarray | None]:
     """Draw the preset's geometry for a width x height image headed for size x size: (flip, matrix).
 
     matrix is a 2x3 cv2.warpAffine matrix that does the stretched resize, the flip and the preset's affine
@@ -132,8 +144,12 @@ def sample_warp(name: str, rng: np.random.Generator, width: int, height: int, si
     centre = (size - 1) / 2.0
     t1 = centre - (l11 + l12) * centre + shift_x
     t2 = centre - (l21 + l22) * centre + shift_y
-    return flip, np.array([[l11 * a + l12 * d, l11 * b + l12 * e, l11 * c + l12 * f + t1],
-                           [l21 * a + l22 * d, l21 * b + l22 * e, l21 * c + l22 * f + t2]])
+    return flip, np.array(
+        [
+            [l11 * a + l12 * d, l11 * b + l12 * e, l11 * c + l12 * f + t1],
+            [l21 * a + l22 * d, l21 * b + l22 * e, l21 * c + l22 * f + t2],
+        ]
+    )
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -141,8 +157,9 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, out: np.ndarray | Non
     if image.ndim == 3 and image.shape[2] == 3:
         # OpenCV's bilinear warp is vectorised for 4 channels: padding to RGBA, warping and dropping alpha
         # gives identical pixels in 0.48 ms instead of 0.66 ms (640x480 -> 299, one core).
-        warped = cv2.warpAffine(cv2.cvtColor(image, cv2.COLOR_RGB2RGBA), matrix, (size, size),
-                                flags=cv2.INTER_LINEAR, borderMode=_BORDER)
+        warped = cv2.warpAffine(
+            cv2.cvtColor(image, cv2.COLOR_RGB2RGBA), matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=_BORDER
+        )
         return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB, dst=out)
     return cv2.warpAffine(image, matrix, (size, size), dst=out, flags=cv2.INTER_LINEAR, borderMode=_BORDER)
 
@@ -165,20 +182,26 @@ def keras_augmentation(name: str, seed: int | None = None):
         return None
     layers = keras.layers
     if name == "light":
-        stack = [layers.RandomFlip("horizontal", seed=seed),
-                 layers.RandomRotation(0.015, fill_mode="reflect", seed=seed),
-                 layers.RandomZoom(0.05, fill_mode="reflect", seed=seed)]
+        stack = [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.015, fill_mode="reflect", seed=seed),
+            layers.RandomZoom(0.05, fill_mode="reflect", seed=seed),
+        ]
     elif name == "medium":
-        stack = [layers.RandomFlip("horizontal", seed=seed),
-                 layers.RandomRotation(0.04, fill_mode="reflect", seed=seed),  # fraction of 2*pi: about 15 degrees
-                 layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
-                 layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
-                 layers.RandomContrast(0.2, value_range=(0, 255), seed=seed)]
+        stack = [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.04, fill_mode="reflect", seed=seed),  # fraction of 2*pi: about 15 degrees
+            layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
+            layers.RandomContrast(0.2, value_range=(0, 255), seed=seed),
+        ]
     else:
-        stack = [layers.RandomFlip("horizontal", seed=seed),
-                 layers.RandomRotation(0.055, fill_mode="reflect", seed=seed),
-                 layers.RandomZoom(0.2, fill_mode="reflect", seed=seed),
-                 layers.RandomTranslation(0.15, 0.15, fill_mode="reflect", seed=seed),
-                 layers.RandomContrast(0.3, value_range=(0, 255), seed=seed),
-                 layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed)]
+        stack = [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.055, fill_mode="reflect", seed=seed),
+            layers.RandomZoom(0.2, fill_mode="reflect", seed=seed),
+            layers.RandomTranslation(0.15, 0.15, fill_mode="reflect", seed=seed),
+            layers.RandomContrast(0.3, value_range=(0, 255), seed=seed),
+            layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed),
+        ]
     return keras.Sequential(stack, name=f"augment_{name}")

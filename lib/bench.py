@@ -1,4 +1,5 @@
 """`python -m lib.bench`: input-pipeline throughput (img/s) vs ImageDataGenerator and decode-only, same files."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,18 @@ from lib.images import read_resized, resize_square
 
 # The competition's photos: mostly 640x480, some 640x360, a few portrait.
 IDG_NAME = "ImageDataGenerator (rot 20, shift/zoom 0.1, flip)"
-SHAPES = ((480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640), (480, 640),
-          (360, 640), (360, 640), (640, 480))
+SHAPES = (
+    (480, 640),
+    (480, 640),
+    (480, 640),
+    (480, 640),
+    (480, 640),
+    (480, 640),
+    (480, 640),
+    (360, 640),
+    (360, 640),
+    (640, 480),
+)
 
 
 def make_jpegs(folder, count: int, seed: int = 0, start: int = 0) -> list[str]:
@@ -38,8 +49,11 @@ def make_jpegs(folder, count: int, seed: int = 0, start: int = 0) -> list[str]:
         base = rng.uniform(40, 200, 3)
         image = np.empty((height, width, 3), np.float32)
         for channel in range(3):
-            image[..., channel] = base[channel] + 40 * np.sin(xs / rng.uniform(20, 90) + rng.uniform(0, 6)) \
+            image[..., channel] = (
+                base[channel]
+                + 40 * np.sin(xs / rng.uniform(20, 90) + rng.uniform(0, 6))
                 + 30 * np.cos(ys / rng.uniform(20, 90))
+            )
         for _ in range(6):
             centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
             axes = (int(rng.integers(20, 160)), int(rng.integers(15, 90)))
@@ -68,6 +82,7 @@ def _timed_with_cpu(function) -> tuple[float, float]:
 def decode_only(paths, size: int, workers: int) -> None:
     """cv2.imread (full-size decode) + the pipeline's resize of every file on `workers` threads: no
     augmentation, no batching, no checks. The floor that the pipeline's extra work is compared against."""
+
     def one(path):
         return resize_square(cv2.imread(path, cv2.IMREAD_COLOR), size)
 
@@ -126,15 +141,23 @@ def tta_passes(paths, size: int, batch: int, passes: int, workers: int) -> str:
 
         model = _TINY_MODELS.get(size)
         if model is None:  # built and traced once, outside the timing of later rounds
-            model = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255.0),
-                                      keras.layers.Conv2D(4, 3, strides=4), keras.layers.GlobalAveragePooling2D(),
-                                      keras.layers.Dense(lib.NUM_CLASSES, activation="softmax")])
+            model = keras.Sequential(
+                [
+                    keras.Input((size, size, 3)),
+                    keras.layers.Rescaling(1 / 255.0),
+                    keras.layers.Conv2D(4, 3, strides=4),
+                    keras.layers.GlobalAveragePooling2D(),
+                    keras.layers.Dense(lib.NUM_CLASSES, activation="softmax"),
+                ]
+            )
             model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
             _TINY_MODELS[size] = model
         sequence = ImageSequence(paths, image_size=size, batch_size=batch, workers=workers)
         predict_probs(model, sequence, tta=list(TTA_TRANSFORMS), passes=passes, progress=False)
-        return (f"lib.predict.predict_probs, {passes} passes over {', '.join(TTA_TRANSFORMS)}, "
-                f"tiny conv model (stride-4 conv, 4 filters)")
+        return (
+            f"lib.predict.predict_probs, {passes} passes over {', '.join(TTA_TRANSFORMS)}, "
+            f"tiny conv model (stride-4 conv, 4 filters)"
+        )
     from lib.augment import albumentations_preset
 
     transform = albumentations_preset("medium", seed=0)
@@ -159,8 +182,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tta-passes", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5, help="round-robin repeats; the median is reported (default 5)")
     parser.add_argument("--skip-idg", action="store_true", help="skip ImageDataGenerator (needs TensorFlow)")
-    parser.add_argument("--explore", action="store_true",
-                        help="also time the design alternatives (PIL decode, processes, worker counts, ...)")
+    parser.add_argument(
+        "--explore",
+        action="store_true",
+        help="also time the design alternatives (PIL decode, processes, worker counts, ...)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="generate the JPEGs here and keep them")
     args = parser.parse_args(argv)
     if args.images < args.batch:
@@ -176,16 +202,25 @@ def main(argv=None) -> int:
         paths = make_jpegs(root / "images", args.images)
         labels = np.arange(len(paths)) % lib.NUM_CLASSES
         megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
-        print(f"{len(paths)} synthetic JPEGs ({megabytes / len(paths) * 1000:.0f} KB each, 640x480/640x360/"
-              f"480x640) made in {time.perf_counter() - started:.1f}s; target {args.size}px, batch {args.batch}, "
-              f"{workers} pipeline threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+        print(
+            f"{len(paths)} synthetic JPEGs ({megabytes / len(paths) * 1000:.0f} KB each, 640x480/640x360/"
+            f"480x640) made in {time.perf_counter() - started:.1f}s; target {args.size}px, batch {args.batch}, "
+            f"{workers} pipeline threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+        )
         n = len(paths)
         cv2.setNumThreads(1)  # every stage parallelises across images; OpenCV's own pool would oversubscribe
         decode_only(paths[:64], args.size, workers)  # warm the page cache and OpenCV
 
         def pipeline(**kwargs):
-            return ImageSequence(paths, labels, image_size=args.size, batch_size=args.batch, augment="medium",
-                                 workers=kwargs.pop("workers", workers), **kwargs)
+            return ImageSequence(
+                paths,
+                labels,
+                image_size=args.size,
+                batch_size=args.batch,
+                augment="medium",
+                workers=kwargs.pop("workers", workers),
+                **kwargs,
+            )
 
         cache_runs = []
 
@@ -194,7 +229,7 @@ def main(argv=None) -> int:
             iterate_like_fit(cache_runs[-1])
 
         note = []
-        tta_passes(paths[:args.batch], args.size, args.batch, 1, workers)  # build and trace the tiny model
+        tta_passes(paths[: args.batch], args.size, args.batch, 1, workers)  # build and trace the tiny model
         stages = [("decode-only (cv2 imread+resize, threads)", lambda: decode_only(paths, args.size, workers))]
         if not args.skip_idg:
             stages.append((IDG_NAME, lambda: run_image_data_generator(paths, labels, args.size, args.batch)))
@@ -202,8 +237,10 @@ def main(argv=None) -> int:
             ("pipeline, medium preset, no cache", lambda: iterate_like_fit(pipeline())),
             ("pipeline, medium, cache cold (1st epoch)", cache_cold),
             ("pipeline, medium, cache warm (2nd epoch)", lambda: iterate_like_fit(cache_runs[-1])),
-            (f"inference, {args.tta_passes}-pass TTA (see note)",
-             lambda: note.append(tta_passes(paths, args.size, args.batch, args.tta_passes, workers))),
+            (
+                f"inference, {args.tta_passes}-pass TTA (see note)",
+                lambda: note.append(tta_passes(paths, args.size, args.batch, args.tta_passes, workers)),
+            ),
         ]
         if args.explore:
             stages += explore_stages(paths, labels, args, workers)
@@ -230,9 +267,11 @@ def main(argv=None) -> int:
         cpu_ms = {name: float(np.median(values)) for name, values in cpu_per_image.items()}
         decode_name = "decode-only (cv2 imread+resize, threads)"
         idg_rate = wall.get(IDG_NAME)
-        print(f"\n| {args.size} px, batch {args.batch}, {n} images, median of {args.rounds} rounds | img/s "
-              f"| x ImageDataGenerator | x decode-only | CPU ms/img | x decode-only by CPU |\n"
-              f"| --- | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"\n| {args.size} px, batch {args.batch}, {n} images, median of {args.rounds} rounds | img/s "
+            f"| x ImageDataGenerator | x decode-only | CPU ms/img | x decode-only by CPU |\n"
+            f"| --- | ---: | ---: | ---: | ---: | ---: |"
+        )
         for name, _ in stages:
             if name not in wall:
                 continue
@@ -244,10 +283,14 @@ def main(argv=None) -> int:
             print(f"| {name} | {wall[name]:.0f} | {versus_idg} | {wall[name] / wall[decode_name]:.2f} | {cpu_text} |")
         print(f"\nTTA row: {note[0] if note else 'n/a'}; img/s counts each image once.")
         if EPOCH_END_WAITS:
-            print(f"Pipeline rows leave out Keras's idle wait at each epoch end (PyDataset adapter queue drain, "
-                  f"median {np.median(EPOCH_END_WAITS):.3f} s per epoch): a fixed cost per epoch, not per image.")
-        print("img/s: wall clock. CPU ms/img: this process's CPU time per image, all threads (the steadier "
-              "figure when other programs share the cores); x decode-only by CPU = decode-only's CPU ms / this.")
+            print(
+                f"Pipeline rows leave out Keras's idle wait at each epoch end (PyDataset adapter queue drain, "
+                f"median {np.median(EPOCH_END_WAITS):.3f} s per epoch): a fixed cost per epoch, not per image."
+            )
+        print(
+            "img/s: wall clock. CPU ms/img: this process's CPU time per image, all threads (the steadier "
+            "figure when other programs share the cores); x decode-only by CPU = decode-only's CPU ms / this."
+        )
         print(f"Total bench time {time.perf_counter() - started:.0f}s.")
     finally:
         if args.keep is None:
@@ -275,8 +318,7 @@ def explore_stages(paths, labels, args, workers) -> list:
     def sequence(**kwargs):
         kwargs.setdefault("augment", "medium")
         kwargs.setdefault("workers", workers)
-        return ImageSequence(paths, labels, image_size=kwargs.pop("image_size", size), batch_size=args.batch,
-                             **kwargs)
+        return ImageSequence(paths, labels, image_size=kwargs.pop("image_size", size), batch_size=args.batch, **kwargs)
 
     full_compose = albumentations_preset("medium", seed=0)
 
@@ -291,18 +333,27 @@ def explore_stages(paths, labels, args, workers) -> list:
     stages = [
         ("explore: PIL decode+resize, threads", pil_decode),
         ("explore: decode-only, 1 thread", lambda: decode_only(paths, size, 1)),
-        ("explore: pipeline none (decode+resize via ImageSequence)",
-         lambda: iterate_like_fit(sequence(augment="none"))),
+        (
+            "explore: pipeline none (decode+resize via ImageSequence)",
+            lambda: iterate_like_fit(sequence(augment="none")),
+        ),
         ("explore: medium unfused (resize then full Compose)", unfused_medium),
-        ("explore: pipeline medium, 2 processes",
-         lambda: iterate_like_fit(sequence(workers=2, use_multiprocessing=True))),
+        (
+            "explore: pipeline medium, 2 processes",
+            lambda: iterate_like_fit(sequence(workers=2, use_multiprocessing=True)),
+        ),
     ]
     for count in sorted({1, 4} - {workers}):
-        stages.append((f"explore: pipeline medium, {count} threads", lambda c=count: iterate_like_fit(
-            sequence(workers=c))))
+        stages.append(
+            (f"explore: pipeline medium, {count} threads", lambda c=count: iterate_like_fit(sequence(workers=c)))
+        )
     for target in (224, 112):
-        stages.append((f"explore: pipeline none at {target}px (reduced decode)",
-                       lambda t=target: iterate_like_fit(sequence(augment="none", image_size=t))))
+        stages.append(
+            (
+                f"explore: pipeline none at {target}px (reduced decode)",
+                lambda t=target: iterate_like_fit(sequence(augment="none", image_size=t)),
+            )
+        )
         stages.append((f"explore: decode-only at {target}px", lambda t=target: decode_only(paths, t, workers)))
     return stages
 

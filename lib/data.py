@@ -1,4 +1,5 @@
 """Competition data: read and check the CSVs, unpack zips once, scan images for problems, the shared split."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import NUM_CLASSES
-from lib import paths
+from lib import NUM_CLASSES, paths
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Files that operating systems and archivers leave beside photos; never data, never a problem.
@@ -27,27 +27,42 @@ class DataError(Exception):
 
 
 def _is_junk(path: Path) -> bool:
-    return (path.name in JUNK_NAMES or path.name.startswith("._") or "__MACOSX" in path.parts
-            or any(part.startswith(".") for part in path.parts[-3:-1]))
+    return (
+        path.name in JUNK_NAMES
+        or path.name.startswith("._")
+        or "__MACOSX" in path.parts
+        or any(part.startswith(".") for part in path.parts[-3:-1])
+    )
 
 
 # --------------------------------------------------------------------------- CSVs
 
+
 def read_id_csv(csv_path: Path, what: str) -> pd.DataFrame:
     """Read an `Id,Category` CSV as strings, forgiving what spreadsheets do: BOM, `;` separator, spaces, blank rows."""
     if not csv_path.is_file():
-        raise DataError(f"{csv_path} is missing: {what}. Run `make data`, or set DATA_DIR to a folder in the "
-                        f"competition layout (train.csv, sample-submission.csv, train/, test_upload/).")
+        raise DataError(
+            f"{csv_path} is missing: {what}. Run `make data`, or set DATA_DIR to a folder in the "
+            f"competition layout (train.csv, sample-submission.csv, train/, test_upload/)."
+        )
     try:
-        frame = pd.read_csv(csv_path, dtype=str, sep=None, engine="python", encoding="utf-8-sig",
-                            skip_blank_lines=True, keep_default_na=False)
+        frame = pd.read_csv(
+            csv_path,
+            dtype=str,
+            sep=None,
+            engine="python",
+            encoding="utf-8-sig",
+            skip_blank_lines=True,
+            keep_default_na=False,
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{csv_path} cannot be read as CSV ({err}). Save it as comma-separated UTF-8.") from err
     frame.columns = [str(c).strip() for c in frame.columns]
     for column in ("Id", "Category"):
         if column not in frame.columns:
-            raise DataError(f"{csv_path} has no `{column}` column (found {list(frame.columns)}); "
-                            f"the header must be `Id,Category`.")
+            raise DataError(
+                f"{csv_path} has no `{column}` column (found {list(frame.columns)}); the header must be `Id,Category`."
+            )
     frame = frame[["Id", "Category"]].apply(lambda s: s.str.strip())
     frame.index = frame.index + 2  # file line numbers, header is line 1
     return frame[(frame["Id"] != "") | (frame["Category"] != "")]
@@ -59,8 +74,10 @@ def parse_labels(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
     bad = frame.index[~(numbers.notna() & (numbers == np.round(numbers)) & numbers.between(0, NUM_CLASSES - 1))]
     if len(bad):
         examples = ", ".join(f"line {i}: {frame.at[i, 'Category']!r}" for i in bad[:3])
-        raise DataError(f"{csv_path}: {len(bad)} row(s) with a Category that is not an integer 0-{NUM_CLASSES - 1} "
-                        f"({examples}). Fix those rows.")
+        raise DataError(
+            f"{csv_path}: {len(bad)} row(s) with a Category that is not an integer 0-{NUM_CLASSES - 1} "
+            f"({examples}). Fix those rows."
+        )
     return numbers.astype(int)
 
 
@@ -77,8 +94,10 @@ def load_train(data_dir, problems: list | None = None) -> pd.DataFrame:
         conflicting = duplicated.groupby("Id")["Category"].nunique()
         conflicting = conflicting[conflicting > 1]
         if len(conflicting):
-            raise DataError(f"{csv_path}: {len(conflicting)} Id(s) listed with different Categories, first "
-                            f"{conflicting.index[0]!r}. Keep one row per Id.")
+            raise DataError(
+                f"{csv_path}: {len(conflicting)} Id(s) listed with different Categories, first "
+                f"{conflicting.index[0]!r}. Keep one row per Id."
+            )
         for image_id in duplicated["Id"].unique():
             _note(problems, image_id, "duplicate row in train.csv", "kept one row")
         frame = frame.drop_duplicates("Id")
@@ -93,10 +112,13 @@ def load_test(data_dir) -> pd.DataFrame:
     frame = read_id_csv(csv_path, "the list of test Ids")
     duplicated = frame.loc[frame["Id"].duplicated(), "Id"]
     if len(duplicated):
-        raise DataError(f"{csv_path}: duplicate Id {duplicated.iloc[0]!r} (line {duplicated.index[0]}); "
-                        f"Kaggle expects each test Id once. Restore the original file (`make data`).")
-    return pd.DataFrame({"Id": frame["Id"].to_numpy(),
-                         "path": [str(data_dir / "test_upload" / i) for i in frame["Id"]]})
+        raise DataError(
+            f"{csv_path}: duplicate Id {duplicated.iloc[0]!r} (line {duplicated.index[0]}); "
+            f"Kaggle expects each test Id once. Restore the original file (`make data`)."
+        )
+    return pd.DataFrame(
+        {"Id": frame["Id"].to_numpy(), "path": [str(data_dir / "test_upload" / i) for i in frame["Id"]]}
+    )
 
 
 def _note(problems: list | None, file, problem: str, action: str) -> None:
@@ -105,6 +127,7 @@ def _note(problems: list | None, file, problem: str, action: str) -> None:
 
 
 # --------------------------------------------------------------------------- zips
+
 
 def _extract_once(zip_path: Path, target_dir: Path, member_root: str) -> None:
     """Unpack `zip_path` so that `target_dir/member_root` exists, atomically: into a temp folder, then rename."""
@@ -138,10 +161,15 @@ def prepare_data_dir(data_dir) -> Path:
     if not data_dir.is_dir():
         raise DataError(f"DATA_DIR {data_dir} does not exist.")
     if not (data_dir / "train.csv").is_file():
-        raise DataError(f"{data_dir} has no train.csv: not the competition layout "
-                        f"(train.csv, sample-submission.csv, train/ or train.zip, test_upload/ or test.zip).")
-    needs = [(z, r) for z, r in (("train.zip", "train"), ("test.zip", "test_upload"))
-             if not (data_dir / r).is_dir() and (data_dir / z).is_file()]
+        raise DataError(
+            f"{data_dir} has no train.csv: not the competition layout "
+            f"(train.csv, sample-submission.csv, train/ or train.zip, test_upload/ or test.zip)."
+        )
+    needs = [
+        (z, r)
+        for z, r in (("train.zip", "train"), ("test.zip", "test_upload"))
+        if not (data_dir / r).is_dir() and (data_dir / z).is_file()
+    ]
     if not needs:
         return data_dir
     target = data_dir
@@ -163,6 +191,7 @@ def prepare_data_dir(data_dir) -> Path:
 
 # --------------------------------------------------------------------------- scan
 
+
 @dataclass
 class DataScan:
     """The result of checking a data folder: usable train rows, every test row, and the problems found."""
@@ -173,8 +202,10 @@ class DataScan:
 
     def summary(self) -> str:
         unreadable = int((~self.test["readable"]).sum())
-        return (f"{len(self.train):,} train images usable, {len(self.test):,} test Ids "
-                f"({unreadable} to predict with the fallback), {len(self.problems)} problem(s) listed")
+        return (
+            f"{len(self.train):,} train images usable, {len(self.test):,} test Ids "
+            f"({unreadable} to predict with the fallback), {len(self.problems)} problem(s) listed"
+        )
 
 
 def _check_images(files: list[str], workers: int = 8) -> list[str | None]:
@@ -185,8 +216,17 @@ def _check_images(files: list[str], workers: int = 8) -> list[str | None]:
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(check_image, files, chunksize=32), total=len(files), desc="Checking images",
-                         unit="img", mininterval=2, disable=len(files) < 500, file=sys.stdout))
+        return list(
+            tqdm(
+                pool.map(check_image, files, chunksize=32),
+                total=len(files),
+                desc="Checking images",
+                unit="img",
+                mininterval=2,
+                disable=len(files) < 500,
+                file=sys.stdout,
+            )
+        )
 
 
 def scan(data_dir, *, check_images: bool = True, max_bad_fraction: float = 0.01) -> DataScan:
@@ -211,8 +251,10 @@ def scan(data_dir, *, check_images: bool = True, max_bad_fraction: float = 0.01)
 
     test_exists = np.array([os.path.isfile(p) for p in test["path"]])
     if not test_exists.any():
-        raise DataError(f"{data_dir / 'test_upload'} holds none of the {len(test):,} test images listed in "
-                        f"sample-submission.csv. Run `make data` or unpack test.zip there.")
+        raise DataError(
+            f"{data_dir / 'test_upload'} holds none of the {len(test):,} test images listed in "
+            f"sample-submission.csv. Run `make data` or unpack test.zip there."
+        )
     for p in test.loc[~test_exists, "path"]:
         _note(problems, p, "listed in sample-submission.csv but the file is missing", "predicted with fallback")
 
@@ -221,10 +263,10 @@ def scan(data_dir, *, check_images: bool = True, max_bad_fraction: float = 0.01)
         train_files = train.loc[exists, "path"].tolist()
         test_files = test.loc[test_exists, "path"].tolist()
         verdicts = _check_images(train_files + test_files)
-        for file, verdict in zip(train_files, verdicts[:len(train_files)]):
+        for file, verdict in zip(train_files, verdicts[: len(train_files)]):
             if verdict:
                 _note(problems, file, verdict, "skipped")
-        for file, verdict in zip(test_files, verdicts[len(train_files):]):
+        for file, verdict in zip(test_files, verdicts[len(train_files) :]):
             if verdict:
                 _note(problems, file, verdict, "predicted with fallback")
         bad_files = {p["file"] for p in problems}
@@ -233,11 +275,16 @@ def scan(data_dir, *, check_images: bool = True, max_bad_fraction: float = 0.01)
 
     bad_fraction = 1 - train_ok.mean()
     if bad_fraction > max_bad_fraction:
-        raise DataError(f"{bad_fraction:.1%} of train.csv's rows are unusable (limit {max_bad_fraction:.1%}, "
-                        f"parameter max_bad_fraction); see the problems listed by 01_eda, then fix the data.")
+        raise DataError(
+            f"{bad_fraction:.1%} of train.csv's rows are unusable (limit {max_bad_fraction:.1%}, "
+            f"parameter max_bad_fraction); see the problems listed by 01_eda, then fix the data."
+        )
     test = test.assign(readable=test_ok)
-    return DataScan(train=train[train_ok].reset_index(drop=True), test=test,
-                    problems=pd.DataFrame(problems, columns=PROBLEM_COLUMNS))
+    return DataScan(
+        train=train[train_ok].reset_index(drop=True),
+        test=test,
+        problems=pd.DataFrame(problems, columns=PROBLEM_COLUMNS),
+    )
 
 
 def image_sizes(files, workers: int = 8) -> pd.DataFrame:
@@ -256,6 +303,7 @@ def image_sizes(files, workers: int = 8) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- split
+
 
 def holdout_split(train: pd.DataFrame, val_fraction: float = 0.2, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified train/validation split, the same for every model given the same seed and data."""
@@ -286,6 +334,7 @@ def stratified_folds(train: pd.DataFrame, k: int, seed: int = 42) -> np.ndarray:
 
 # --------------------------------------------------------------------------- command line
 
+
 def prepare_command(data_dir: str | None) -> Path:
     """What `make prepare` does: resolve the data folder, generate the demo if that is what's left, unpack zips."""
     from lib import demo
@@ -294,14 +343,18 @@ def prepare_command(data_dir: str | None) -> Path:
     if not data_dir and resolved == paths.DEMO_DIR:
         if not paths.is_demo(resolved):
             demo.generate(resolved)
-        print(f"No competition data in {paths.DATA_ROOT} (run `make data`, or set DATA_DIR): "
-              f"using the offline demo data set in {resolved}.")
+        print(
+            f"No competition data in {paths.DATA_ROOT} (run `make data`, or set DATA_DIR): "
+            f"using the offline demo data set in {resolved}."
+        )
         return resolved
     if not resolved.is_dir():
         raise DataError(f"DATA_DIR={resolved} does not exist.")
     if not (resolved / "train.csv").is_file():
-        raise DataError(f"DATA_DIR={resolved} has no train.csv: expected the competition layout "
-                        f"(train.csv, sample-submission.csv, train/ or train.zip, test_upload/ or test.zip).")
+        raise DataError(
+            f"DATA_DIR={resolved} has no train.csv: expected the competition layout "
+            f"(train.csv, sample-submission.csv, train/ or train.zip, test_upload/ or test.zip)."
+        )
     prepared = prepare_data_dir(resolved)
     train, test = load_train(prepared), load_test(prepared)
     print(f"Data: {prepared} ({len(train):,} train rows, {len(test):,} test Ids).")

@@ -4,6 +4,7 @@ It proves the pipeline end to end without Kaggle; it says nothing about leaderbo
 cartoon car with its own body colour and silhouette, on varied backgrounds, so a backbone trained from scratch
 at small size learns it within minutes on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,13 @@ def draw_car(category: int, size: tuple[int, int], rng: np.random.Generator) -> 
     image[horizon:] = ground
     for _ in range(rng.integers(2, 6)):  # background clutter: buildings, poles, signs
         x0, y0 = rng.integers(0, width), rng.integers(0, horizon)
-        cv2.rectangle(image, (int(x0), int(y0)), (int(x0 + rng.integers(10, width // 3)), horizon),
-                      tuple(float(v) for v in rng.uniform(60, 200, 3)), -1)
+        cv2.rectangle(
+            image,
+            (int(x0), int(y0)),
+            (int(x0 + rng.integers(10, width // 3)), horizon),
+            tuple(float(v) for v in rng.uniform(60, 200, 3)),
+            -1,
+        )
 
     ratio, roof = SILHOUETTES[category]
     car_w = width * rng.uniform(0.45, 0.8)
@@ -54,8 +60,15 @@ def draw_car(category: int, size: tuple[int, int], rng: np.random.Generator) -> 
     colour = tuple(float(c) * rng.uniform(0.8, 1.1) for c in class_colour(category))
     cv2.rectangle(image, (int(x), int(body_top)), (int(x + car_w), int(base)), colour, -1)
     cabin_front, cabin_back = [(0.25, 0.7), (0.2, 0.9), (0.1, 0.95)][roof]
-    cabin = np.array([[x + car_w * cabin_front, body_top], [x + car_w * (cabin_front + 0.08), base - car_h],
-                      [x + car_w * (cabin_back - 0.05), base - car_h], [x + car_w * cabin_back, body_top]], np.int32)
+    cabin = np.array(
+        [
+            [x + car_w * cabin_front, body_top],
+            [x + car_w * (cabin_front + 0.08), base - car_h],
+            [x + car_w * (cabin_back - 0.05), base - car_h],
+            [x + car_w * cabin_back, body_top],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(image, [cabin], colour)
     window = (cabin * [1, 1] + [[6, -4], [6, 6], [-6, 6], [-6, -4]]).astype(np.int32)
     cv2.fillPoly(image, [window], (235.0, 200.0, 150.0))
@@ -75,15 +88,17 @@ def _pick_size(rng: np.random.Generator) -> tuple[int, int]:
 
 
 def generate(out_dir=DEMO_DIR, train_per_class: int = 40, test_per_class: int = 10, seed: int = 0) -> Path:
-    """Write the demo set: train.csv, sample-submission.csv, test_labels.csv, train/<Category>/<Id>, test_upload/<Id>."""
+    """Write the demo set: train.csv, sample-submission.csv, test_labels.csv, train/<Category>/<Id>,
+    test_upload/<Id>."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     rng = np.random.default_rng(seed)
     n_train, n_test = train_per_class * NUM_CLASSES, test_per_class * NUM_CLASSES
     ids = [f"{n}.jpg" for n in rng.choice(np.arange(100_000, 999_999), n_train + n_test, replace=False)]
-    labels = np.concatenate([np.repeat(np.arange(NUM_CLASSES), train_per_class),
-                             np.repeat(np.arange(NUM_CLASSES), test_per_class)])
+    labels = np.concatenate(
+        [np.repeat(np.arange(NUM_CLASSES), train_per_class), np.repeat(np.arange(NUM_CLASSES), test_per_class)]
+    )
     rows = {"train": [], "test": []}
     for i, (image_id, category) in enumerate(zip(ids, labels)):
         split = "train" if i < n_train else "test"

@@ -1,4 +1,5 @@
 """`make data`: download the competition files with the Kaggle CLI, unpack them safely, verify against the CSVs."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,17 @@ def verify(data_dir: Path) -> tuple[int, int]:
     for what, paths, csv in (("train", train_paths, "train.csv"), ("test", test_paths, "sample-submission.csv")):
         missing = [p for p in paths if not (data_dir / p).is_file()]
         if missing:
-            raise DownloadError(f"{len(missing)} of {len(paths)} {what} images listed in {csv} are missing, first "
-                                f"{data_dir / missing[0]}; delete {data_dir / missing[0].parts[0]} and run `make data` again")
+            raise DownloadError(
+                f"{len(missing)} of {len(paths)} {what} images listed in {csv} are missing, first "
+                f"{data_dir / missing[0]}; delete {data_dir / missing[0].parts[0]} and run `make data` again"
+            )
     return len(train_paths), len(test_paths)
 
 
 def is_complete(data_dir: Path) -> bool:
     return all((data_dir / name).is_file() for name in CSV_FILES) and all(
-        (data_dir / folder).is_dir() for folder in ARCHIVES.values())
+        (data_dir / folder).is_dir() for folder in ARCHIVES.values()
+    )
 
 
 def fetch(name: str, data_dir: Path) -> None:
@@ -84,8 +88,10 @@ def fetch_sound_zip(name: str, data_dir: Path) -> Path:
             return path
         path.unlink()
         print(f"{path}: downloaded copy is broken ({problem}); attempt {attempt} of {FETCH_ATTEMPTS}", flush=True)
-    raise DownloadError(f"{name} arrived broken {FETCH_ATTEMPTS} times ({problem}); nothing was extracted, "
-                        "check the disk space and network, then run `make data` again")
+    raise DownloadError(
+        f"{name} arrived broken {FETCH_ATTEMPTS} times ({problem}); nothing was extracted, "
+        "check the disk space and network, then run `make data` again"
+    )
 
 
 def unpack_bundle(data_dir: Path, names: list[str]) -> list[str]:
@@ -113,8 +119,9 @@ def download(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     if is_complete(data_dir):
         n_train, n_test = verify(data_dir)
-        return (f"{data_dir}: already complete ({n_train:,} train images, {n_test:,} test images, verified); "
-                "nothing to do")
+        return (
+            f"{data_dir}: already complete ({n_train:,} train images, {n_test:,} test images, verified); nothing to do"
+        )
     missing = [name for name in CSV_FILES if not (data_dir / name).is_file()]
     missing += [name for name, folder in ARCHIVES.items() if not (data_dir / folder).is_dir()]
     from_bundle = unpack_bundle(data_dir, missing)
@@ -125,8 +132,10 @@ def download(data_dir: Path) -> str:
             fetch_sound_zip(name, data_dir)
     prepare_data_dir(data_dir)  # lib.data unpacks each zip into a temp folder, then renames it into place
     n_train, n_test = verify(data_dir)
-    return (f"{data_dir}: {n_train:,} train images and {n_test:,} test images, verified against "
-            "train.csv and sample-submission.csv")
+    return (
+        f"{data_dir}: {n_train:,} train images and {n_test:,} test images, verified against "
+        "train.csv and sample-submission.csv"
+    )
 
 
 def main(argv=None) -> int:

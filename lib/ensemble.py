@@ -1,4 +1,5 @@
 """Ensembles: blend class probabilities, fit non-negative blend weights on validation/OOF log-loss."""
+
 import itertools
 import math
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ def log_loss(probs, labels) -> float:
 def _stack(prob_list) -> np.ndarray:
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in prob_list])
     if stacked.ndim != 3:
-        raise ValueError(f"each probability array must be [rows, classes]; got shapes "
-                         f"{[np.shape(p) for p in prob_list]}")
+        raise ValueError(
+            f"each probability array must be [rows, classes]; got shapes {[np.shape(p) for p in prob_list]}"
+        )
     return stacked
 
 
@@ -84,13 +86,20 @@ def fit_weights(prob_list, labels, method="arithmetic", search="scipy", resoluti
     if search == "simplex":
         points = math.comb(resolution + n_models - 1, n_models - 1)
         if points > 200_000:
-            raise ValueError(f"simplex search over {n_models} models at resolution {resolution} is {points} "
-                             "blends: lower the resolution or use search='scipy'")
+            raise ValueError(
+                f"simplex search over {n_models} models at resolution {resolution} is {points} "
+                "blends: lower the resolution or use search='scipy'"
+            )
         best = min(_simplex_grid(n_models, resolution), key=objective)
         return np.asarray(best, dtype=np.float64)
     start = np.full(n_models, 1.0 / n_models)
-    fitted = minimize(objective, start, method="SLSQP", bounds=[(0.0, 1.0)] * n_models,
-                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}])
+    fitted = minimize(
+        objective,
+        start,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n_models,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+    )
     weights = np.clip(fitted.x, 0.0, None)
     weights = weights / weights.sum()
     # SLSQP can stop early on flat objectives; never return worse than equal weights
@@ -104,8 +113,9 @@ def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
     for name, probs in models.items():
         predicted = np.asarray(probs).argmax(axis=1)
         n_classes = np.asarray(probs).shape[1]
-        per_class = [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else np.nan
-                     for c in range(n_classes)]
+        per_class = [
+            float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else np.nan for c in range(n_classes)
+        ]
         columns[name] = per_class + [accuracy(probs, labels)]
     n_rows = len(next(iter(columns.values()))) if columns else 1
     index = pd.Index([*range(n_rows - 1), "all"], name="class", dtype=object)
@@ -149,14 +159,21 @@ def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "s
     reference = vals[names[0]]
     for name in names[1:]:
         if not vals[name]["Id"].equals(reference["Id"]) or not tests[name]["Id"].equals(tests[names[0]]["Id"]):
-            raise EnsembleError(f"{name} was validated or tested on other rows than {names[0]}: rerun both with "
-                                f"the same data_dir, seed, val_fraction and folds (the shared split).")
+            raise EnsembleError(
+                f"{name} was validated or tested on other rows than {names[0]}: rerun both with "
+                f"the same data_dir, seed, val_fraction and folds (the shared split)."
+            )
     labels = reference["Category"].to_numpy()
     per_model = {name: probs_matrix(vals[name]) for name in names}
-    weights = fit_weights(list(per_model.values()), labels, method=method, search=search) if len(names) > 1 \
-        else np.ones(1)
-    return Blend(weights=pd.Series(weights, index=names, name="weight"), val_ids=reference["Id"],
-                 val_labels=labels, val_probs=blend(list(per_model.values()), weights, method),
-                 test_ids=tests[names[0]]["Id"],
-                 test_probs=blend([probs_matrix(tests[name]) for name in names], weights, method),
-                 model_val_probs=per_model)
+    weights = (
+        fit_weights(list(per_model.values()), labels, method=method, search=search) if len(names) > 1 else np.ones(1)
+    )
+    return Blend(
+        weights=pd.Series(weights, index=names, name="weight"),
+        val_ids=reference["Id"],
+        val_labels=labels,
+        val_probs=blend(list(per_model.values()), weights, method),
+        test_ids=tests[names[0]]["Id"],
+        test_probs=blend([probs_matrix(tests[name]) for name in names], weights, method),
+        model_val_probs=per_model,
+    )

@@ -1,4 +1,5 @@
 """The steps the model notebooks (03, 04) share: set up a run, build, train, evaluate with TTA, submit."""
+
 from __future__ import annotations
 
 import time
@@ -12,15 +13,30 @@ from lib import data, paths
 from lib.runs import RunRecord, seed_everything, write_csv
 
 # Settings whose change makes an old run folder unusable for resuming (it is moved aside, not deleted).
-FINGERPRINT = ["data_dir", "backbone", "weights", "seed", "val_fraction", "folds", "stages", "pooling", "dense_units",
-               "head_batchnorm", "keras_augment", "precision"]
+FINGERPRINT = [
+    "data_dir",
+    "backbone",
+    "weights",
+    "seed",
+    "val_fraction",
+    "folds",
+    "stages",
+    "pooling",
+    "dense_units",
+    "head_batchnorm",
+    "keras_augment",
+    "precision",
+]
 STARTED = time.time()  # the notebook's start: the time budget counts from here
 
 
 def collect_params(namespace: dict, before: set) -> dict:
     """The parameters cell's names (and papermill's injected overrides): globals defined after `before`."""
-    return {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")
-            and isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+    return {
+        k: v
+        for k, v in namespace.items()
+        if k not in before and not k.startswith("_") and isinstance(v, (str, int, float, bool, list, dict, type(None)))
+    }
 
 
 @dataclass
@@ -35,14 +51,28 @@ class Context:
     val: pd.DataFrame
     precision: str
 
-    def sequence(self, frame: pd.DataFrame, image_size: int, batch_size: int, augment: str = "none",
-                 shuffle: bool = False, labelled: bool = True):
+    def sequence(
+        self,
+        frame: pd.DataFrame,
+        image_size: int,
+        batch_size: int,
+        augment: str = "none",
+        shuffle: bool = False,
+        labelled: bool = True,
+    ):
         from lib.pipeline import ImageSequence
 
         workers = {"workers": self.params["workers"]} if self.params.get("workers") else {}
-        return ImageSequence(frame["path"].tolist(), frame["Category"].to_numpy() if labelled else None,
-                             image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle,
-                             seed=self.params["seed"], **workers)
+        return ImageSequence(
+            frame["path"].tolist(),
+            frame["Category"].to_numpy() if labelled else None,
+            image_size=image_size,
+            batch_size=batch_size,
+            augment=augment,
+            shuffle=shuffle,
+            seed=self.params["seed"],
+            **workers,
+        )
 
 
 def setup(params: dict) -> Context:
@@ -60,8 +90,11 @@ def setup(params: dict) -> Context:
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
     print(describe_device())
     print(f"Data: {data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}; {scan.summary()}")
-    split = (f"{params['folds']}-fold cross-validation" if params.get("folds", 0) >= 2
-             else f"{len(train):,} train / {len(val):,} validation")
+    split = (
+        f"{params['folds']}-fold cross-validation"
+        if params.get("folds", 0) >= 2
+        else f"{len(train):,} train / {len(val):,} validation"
+    )
     print(f"Split (seed {params['seed']}): {split}; precision {precision}; run folder {run.dir}")
     return Context(params, run, data_dir, scan, train, val, precision)
 
@@ -70,9 +103,17 @@ def build(ctx: Context):
     from lib.models import build_model
 
     p = ctx.params
-    return build_model(p["backbone"], weights=p["weights"], pooling=p["pooling"], head_batchnorm=p["head_batchnorm"],
-                       dropout=p["dropout"], dense_units=p["dense_units"], activation=p["activation"], l2=p["l2"],
-                       keras_augment=p["keras_augment"])
+    return build_model(
+        p["backbone"],
+        weights=p["weights"],
+        pooling=p["pooling"],
+        head_batchnorm=p["head_batchnorm"],
+        dropout=p["dropout"],
+        dense_units=p["dense_units"],
+        activation=p["activation"],
+        l2=p["l2"],
+        keras_augment=p["keras_augment"],
+    )
 
 
 def planned_lr(ctx: Context) -> pd.DataFrame:
@@ -96,15 +137,28 @@ def train(ctx: Context, model):
     budget = p.get("time_budget_minutes")
     deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
     result = train_stages(
-        model, p["stages"], ctx.train, ctx.val, ctx.run,
+        model,
+        p["stages"],
+        ctx.train,
+        ctx.val,
+        ctx.run,
         make_sequence=lambda frame, size, batch, augment, shuffle: ctx.sequence(frame, size, batch, augment, shuffle),
-        batch_size=p["batch_size"], augment=p["augment"], label_smoothing=p["label_smoothing"],
-        class_weight=p.get("class_weight"), early_stopping_patience=p["early_stopping_patience"],
-        deadline=deadline, jit_compile=p["jit_compile"],
-        gradient_accumulation_steps=p.get("gradient_accumulation_steps"), pseudo_labelled=pseudo,
-        verbose=p.get("verbose", "auto"))
-    ctx.run.update_metrics(stopped_by_budget=result.stopped_by_budget, stages=result.stages,
-                           best_val_accuracy_during_training=result.best_val_accuracy)
+        batch_size=p["batch_size"],
+        augment=p["augment"],
+        label_smoothing=p["label_smoothing"],
+        class_weight=p.get("class_weight"),
+        early_stopping_patience=p["early_stopping_patience"],
+        deadline=deadline,
+        jit_compile=p["jit_compile"],
+        gradient_accumulation_steps=p.get("gradient_accumulation_steps"),
+        pseudo_labelled=pseudo,
+        verbose=p.get("verbose", "auto"),
+    )
+    ctx.run.update_metrics(
+        stopped_by_budget=result.stopped_by_budget,
+        stages=result.stages,
+        best_val_accuracy_during_training=result.best_val_accuracy,
+    )
     return result
 
 
@@ -137,11 +191,20 @@ def evaluate(ctx: Context, model) -> Evaluation:
     test_probs = apply_fallback(test_probs, test["readable"].to_numpy(), class_prior(ctx.scan.train["Category"]))
     ctx.run.save_probs("val", ctx.val["Id"], with_tta, labels)
     ctx.run.save_probs("test", test["Id"], test_probs)
-    table = pd.DataFrame({"validation accuracy": [accuracy(plain, labels), accuracy(with_tta, labels)]},
-                         index=["no TTA", f"TTA ({len(p['tta'])} transforms, {p['tta_passes'] or len(p['tta'])} passes)"])
-    ctx.run.update_metrics(model=p["run_name"], backbone=p["backbone"], profile=p["profile"],
-                           val_accuracy_no_tta=float(table.iloc[0, 0]), val_accuracy=float(table.iloc[1, 0]),
-                           image_size=size, test_rows=len(test), test_fallback_rows=fallback)
+    table = pd.DataFrame(
+        {"validation accuracy": [accuracy(plain, labels), accuracy(with_tta, labels)]},
+        index=["no TTA", f"TTA ({len(p['tta'])} transforms, {p['tta_passes'] or len(p['tta'])} passes)"],
+    )
+    ctx.run.update_metrics(
+        model=p["run_name"],
+        backbone=p["backbone"],
+        profile=p["profile"],
+        val_accuracy_no_tta=float(table.iloc[0, 0]),
+        val_accuracy=float(table.iloc[1, 0]),
+        image_size=size,
+        test_rows=len(test),
+        test_fallback_rows=fallback,
+    )
     return Evaluation(with_tta, plain, labels, test_probs, table)
 
 
@@ -170,9 +233,12 @@ def cross_validate(ctx: Context) -> Evaluation:
     for fold in range(k):
         print(f"== Fold {fold + 1}/{k} ==")
         held_out = folds == fold
-        fold_ctx = replace(ctx, run=RunRecord(ctx.run.dir / f"fold_{fold}"),
-                           train=ctx.scan.train[~held_out].reset_index(drop=True),
-                           val=ctx.scan.train[held_out].reset_index(drop=True))
+        fold_ctx = replace(
+            ctx,
+            run=RunRecord(ctx.run.dir / f"fold_{fold}"),
+            train=ctx.scan.train[~held_out].reset_index(drop=True),
+            val=ctx.scan.train[held_out].reset_index(drop=True),
+        )
         fold_ctx.run.start({**p, "fold": fold}, fingerprint_keys=FINGERPRINT)
         seed_everything(p["seed"] + fold)
         model = build(fold_ctx)
@@ -180,16 +246,28 @@ def cross_validate(ctx: Context) -> Evaluation:
         result = evaluate(fold_ctx, model)
         oof[held_out], oof_plain[held_out] = result.val_probs, result.val_probs_plain
         test_probs = test_probs + result.test_probs / k
-        rows.append({"fold": fold, "rows": int(held_out.sum()), "no TTA": result.table.iloc[0, 0],
-                     "TTA": result.table.iloc[1, 0]})
+        rows.append(
+            {
+                "fold": fold,
+                "rows": int(held_out.sum()),
+                "no TTA": result.table.iloc[0, 0],
+                "TTA": result.table.iloc[1, 0],
+            }
+        )
     ctx.run.save_probs("val", ctx.scan.train["Id"], oof, labels)
     ctx.run.save_probs("test", ctx.scan.test["Id"], test_probs)
     table = pd.DataFrame(rows).set_index("fold")
     table.loc["out-of-fold"] = [len(labels), accuracy(oof_plain, labels), accuracy(oof, labels)]
-    ctx.run.update_metrics(model=p["run_name"], backbone=p["backbone"], profile=p["profile"], folds=k,
-                           val_accuracy_no_tta=float(table.loc["out-of-fold", "no TTA"]),
-                           val_accuracy=float(table.loc["out-of-fold", "TTA"]),
-                           fold_val_accuracy=table["TTA"].iloc[:-1].tolist(), test_rows=len(ctx.scan.test))
+    ctx.run.update_metrics(
+        model=p["run_name"],
+        backbone=p["backbone"],
+        profile=p["profile"],
+        folds=k,
+        val_accuracy_no_tta=float(table.loc["out-of-fold", "no TTA"]),
+        val_accuracy=float(table.loc["out-of-fold", "TTA"]),
+        fold_val_accuracy=table["TTA"].iloc[:-1].tolist(),
+        test_rows=len(ctx.scan.test),
+    )
     return Evaluation(oof, oof_plain, labels, test_probs, table)
 
 

@@ -1,4 +1,5 @@
 """Robust, fast image reading: OpenCV decode (reduced-size JPEG when it helps), clear errors for bad files."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,14 @@ _MAGIC = {
 # Older OpenCV (e.g. a GPU machine's own) decodes BGR and converts.
 _DECODES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
 _RGB = cv2.IMREAD_COLOR_RGB if _DECODES_RGB else cv2.IMREAD_COLOR
-_REDUCED_FLAGS = tuple((factor, (flag & ~cv2.IMREAD_COLOR) | _RGB) for factor, flag in (
-    (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)))
+_REDUCED_FLAGS = tuple(
+    (factor, (flag & ~cv2.IMREAD_COLOR) | _RGB)
+    for factor, flag in (
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+    )
+)
 
 
 class ImageReadError(Exception):
@@ -174,9 +181,7 @@ def decode_rgb(path, data: np.ndarray, fmt: str, target_size: int | None = None)
                     image = (image / 257.0).round().astype(np.uint8)
                 elif image.dtype != np.uint8:
                     image = None  # float TIFF etc.: let Pillow try
-                if image is not None and image.ndim == 2:
-                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-                elif image is not None and image.shape[2] == 1:
+                if image is not None and image.ndim == 2 or image is not None and image.shape[2] == 1:
                     image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
             if image is not None and fmt != "BMP" and fmt != "PNG":
                 image = _apply_exif_orientation_if_any(data, image)
@@ -230,8 +235,9 @@ def resize_square(image: np.ndarray, image_size: int, out: np.ndarray | None = N
             return out
         return image
     strong_shrink = min(height, width) >= 2 * image_size
-    return cv2.resize(image, (image_size, image_size), dst=out,
-                      interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (image_size, image_size), dst=out, interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
+    )
 
 
 def read_resized(path, image_size: int) -> np.ndarray:
@@ -266,7 +272,7 @@ def _pil_header_size(path, data: np.ndarray) -> tuple[int, int]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data[:1 << 20].tobytes())) as im:
+        with Image.open(io.BytesIO(data[: 1 << 20].tobytes())) as im:
             return im.size
     except Exception as error:
         raise ImageReadError(path, f"cannot read image header ({error})") from None
@@ -295,8 +301,16 @@ def image_notes(path) -> list[str]:
     data, fmt = _read_bytes(path)
     notes = []
     suffix = Path(path).suffix.lower()
-    expected = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP",
-                ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix)
+    expected = {
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".png": "PNG",
+        ".gif": "GIF",
+        ".bmp": "BMP",
+        ".webp": "WEBP",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+    }.get(suffix)
     if expected and expected != fmt:
         notes.append(f"{fmt} saved with a {suffix} name")
     try:
@@ -305,8 +319,17 @@ def image_notes(path) -> list[str]:
             orientation = im.getexif().get(0x0112, 1)
     except Exception as error:
         raise ImageReadError(path, f"cannot read image header ({error})") from None
-    mode_notes = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black and white", "CMYK": "CMYK",
-                  "RGBA": "has alpha channel", "P": "palette", "I;16": "16-bit", "I;16B": "16-bit", "I": "16-bit"}
+    mode_notes = {
+        "L": "grayscale",
+        "LA": "grayscale with alpha",
+        "1": "black and white",
+        "CMYK": "CMYK",
+        "RGBA": "has alpha channel",
+        "P": "palette",
+        "I;16": "16-bit",
+        "I;16B": "16-bit",
+        "I": "16-bit",
+    }
     if mode in mode_notes:
         notes.append(mode_notes[mode])
     if orientation not in (1, None):

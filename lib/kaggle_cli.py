@@ -1,4 +1,5 @@
 """The one boundary to Kaggle: runs the `kaggle` CLI and turns its failures into one-line `KaggleError`s."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,27 @@ from pathlib import Path
 from lib import COMPETITION
 
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
-CREDENTIAL_WAYS = ("~/.kaggle/kaggle.json (or kaggle.json in $KAGGLE_CONFIG_DIR), KAGGLE_USERNAME + KAGGLE_KEY, "
-                   "or KAGGLE_API_TOKEN (token from https://www.kaggle.com/settings/api)")
+CREDENTIAL_WAYS = (
+    "~/.kaggle/kaggle.json (or kaggle.json in $KAGGLE_CONFIG_DIR), KAGGLE_USERNAME + KAGGLE_KEY, "
+    "or KAGGLE_API_TOKEN (token from https://www.kaggle.com/settings/api)"
+)
 VENV_KAGGLE = Path(sys.executable).parent / "kaggle"
 
 # What the kaggle 2.x CLI prints for each failure we can name (it exits 1 for all of them).
 _AUTH_PATTERNS = ("Authentication required", "401 Client Error", "Invalid credentials", "Unauthorized")
 _RULES_PATTERNS = ("403 Client Error", "Forbidden", "accept its rules", "You don't have access")
-_NETWORK_PATTERNS = ("Max retries exceeded", "NameResolutionError", "Failed to resolve", "Name or service not known",
-                     "Temporary failure in name resolution", "Network is unreachable", "Connection refused",
-                     "ConnectionError", "ConnectTimeout", "timed out")
+_NETWORK_PATTERNS = (
+    "Max retries exceeded",
+    "NameResolutionError",
+    "Failed to resolve",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "Connection refused",
+    "ConnectionError",
+    "ConnectTimeout",
+    "timed out",
+)
 
 
 class KaggleError(RuntimeError):
@@ -132,10 +144,17 @@ def run(*args: str, need_credentials: bool = True, timeout: float | None = None)
         require_credentials()
     command = " ".join(args[:2])
     try:
-        proc = subprocess.run([executable(), *args], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            [executable(), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
     except subprocess.TimeoutExpired as err:
-        raise KaggleError(f"`kaggle {command}` took longer than {timeout:.0f} s: the network may be unreachable") from err
+        raise KaggleError(
+            f"`kaggle {command}` took longer than {timeout:.0f} s: the network may be unreachable"
+        ) from err
     except OSError as err:
         raise KaggleError(f"cannot run the `kaggle` command ({err}): run `make venv`") from err
     if proc.returncode != 0:

@@ -1,4 +1,5 @@
 """LR range test (lr_find): exponentially growing LR over a few hundred batches, loss curve and suggested LR."""
+
 import math
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ class LRFindResult:
 
     `suggested_lr` is the LR where the smoothed loss falls fastest (steepest negative slope of smoothed loss
     against log10 LR), searched after the first 10 % of steps and before the minimum of the smoothed loss;
-    `min_loss_lr` is the LR at that minimum (min_loss_lr / 10 is the other common rule). `diverged` says the test stopped early.
+    `min_loss_lr` is the LR at that minimum (min_loss_lr / 10 is the other common rule). `diverged` says the
+    test stopped early.
     """
 
     history: pd.DataFrame
@@ -54,7 +56,7 @@ def _batches(data, batch_size, seed):
         while True:  # full batches only: one batch shape, one compiled train step
             order = rng.permutation(len(x))
             for start in range(0, len(x) - batch_size + 1, batch_size):
-                index = order[start:start + batch_size]
+                index = order[start : start + batch_size]
                 yield x[index], y[index]
     else:
         if len(data) == 0:
@@ -79,8 +81,21 @@ def suggest_lr(lrs, smoothed, skip_start: float = 0.1) -> float:
     return float(lrs[start + int(np.argmin(slopes))])
 
 
-def lr_range_test(model, data, *, loss, min_lr=1e-7, max_lr=1.0, steps=200, optimizer="adam",
-                  smoothing=0.98, divergence=4.0, batch_size=32, seed=0, **optimizer_options) -> LRFindResult:
+def lr_range_test(
+    model,
+    data,
+    *,
+    loss,
+    min_lr=1e-7,
+    max_lr=1.0,
+    steps=200,
+    optimizer="adam",
+    smoothing=0.98,
+    divergence=4.0,
+    batch_size=32,
+    seed=0,
+    **optimizer_options,
+) -> LRFindResult:
     """Train `model` for up to `steps` batches with an exponentially growing LR and record the loss.
 
     `data` is a keras.utils.PyDataset yielding (x, y) batches or an (x, y) pair of arrays (batched by
@@ -116,8 +131,10 @@ def lr_range_test(model, data, *, loss, min_lr=1e-7, max_lr=1.0, steps=200, opti
     finally:
         model.set_weights(saved)
     if not rows:
-        raise ValueError(f"lr_range_test: the loss was not finite at the first step (lr={min_lr:g}); "
-                         "lower min_lr or check the data and loss")
+        raise ValueError(
+            f"lr_range_test: the loss was not finite at the first step (lr={min_lr:g}); "
+            "lower min_lr or check the data and loss"
+        )
     history = pd.DataFrame(rows, columns=["step", "lr", "loss", "smoothed_loss"])
     min_loss_lr = float(history["lr"].iloc[int(history["smoothed_loss"].to_numpy().argmin())])
     return LRFindResult(history, suggest_lr(history["lr"], history["smoothed_loss"]), min_loss_lr, diverged)
@@ -132,8 +149,7 @@ def plot_lr_find(result: LRFindResult, ax=None):
     history = result.history
     ax.plot(history["lr"], history["loss"], color="0.8", linewidth=0.8, label="batch loss")
     ax.plot(history["lr"], history["smoothed_loss"], label="smoothed loss")
-    ax.axvline(result.suggested_lr, color="tab:red", linestyle="--",
-               label=f"suggested lr = {result.suggested_lr:.2g}")
+    ax.axvline(result.suggested_lr, color="tab:red", linestyle="--", label=f"suggested lr = {result.suggested_lr:.2g}")
     ax.set_xscale("log")
     top = float(history["smoothed_loss"].iloc[0]) * 1.5  # keep the divergence tail from flattening the plot
     ax.set_ylim(top=max(top, float(history["smoothed_loss"].min()) * 1.1))

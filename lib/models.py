@@ -1,4 +1,5 @@
 """Backbones with a custom head, layer freezing for staged fine-tuning, precision policy and device checks."""
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,13 @@ class Backbone:
 BACKBONES = {
     # Xception wants [-1, 1]; EfficientNets rescale and normalise inside the model, so they take 0-255 floats.
     "xception": Backbone("Xception", 1 / 127.5, -1.0, 71, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    **{f"efficientnetb{i}": Backbone(f"EfficientNetB{i}", 1.0, 0.0, 32, f"efficientnetb{i}_notop.h5")
-       for i in range(8)},
+    **{
+        f"efficientnetb{i}": Backbone(f"EfficientNetB{i}", 1.0, 0.0, 32, f"efficientnetb{i}_notop.h5") for i in range(8)
+    },
     # Small and fast: quick experiments and the test suite.
-    "mobilenetv3small": Backbone("MobileNetV3Small", 1.0, 0.0, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+    "mobilenetv3small": Backbone(
+        "MobileNetV3Small", 1.0, 0.0, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    ),
 }
 
 
@@ -65,7 +69,9 @@ def load_backbone(name: str, weights: str | None = "imagenet", download_timeout:
     """The backbone without its top, accepting any image size; a clear error when weights can't be fetched."""
     spec = backbone_spec(name)
     builder = getattr(keras.applications, spec.builder)
-    attached = find_attached_weights(name) if weights == "imagenet" and not cached_weights_path(name).is_file() else None
+    attached = (
+        find_attached_weights(name) if weights == "imagenet" and not cached_weights_path(name).is_file() else None
+    )
     if attached is not None:
         cached_weights_path(name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(attached, cached_weights_path(name))
@@ -89,10 +95,20 @@ def load_backbone(name: str, weights: str | None = "imagenet", download_timeout:
         socket.setdefaulttimeout(previous)
 
 
-def build_model(backbone: str = "xception", *, weights: str | None = "imagenet", num_classes: int = NUM_CLASSES,
-                pooling: str = "avg", head_batchnorm: bool = True, dropout: float = 0.3, dense_units: int = 256,
-                activation: str = "relu", l2: float = 0.0, keras_augment: str = "none",
-                backbone_bn: str = "auto") -> keras.Model:
+def build_model(
+    backbone: str = "xception",
+    *,
+    weights: str | None = "imagenet",
+    num_classes: int = NUM_CLASSES,
+    pooling: str = "avg",
+    head_batchnorm: bool = True,
+    dropout: float = 0.3,
+    dense_units: int = 256,
+    activation: str = "relu",
+    l2: float = 0.0,
+    keras_augment: str = "none",
+    backbone_bn: str = "auto",
+) -> keras.Model:
     """uint8 RGB images of any size -> class probabilities.
 
     backbone_bn: "frozen" runs the backbone in inference mode, so pretrained BatchNorm statistics stay as trained
@@ -117,9 +133,11 @@ def build_model(backbone: str = "xception", *, weights: str | None = "imagenet",
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
     x = base(x, training=False) if backbone_bn == "frozen" else base(x)
-    pools = {"avg": [keras.layers.GlobalAveragePooling2D(name="gap")],
-             "max": [keras.layers.GlobalMaxPooling2D(name="gmp")],
-             "avgmax": [keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.GlobalMaxPooling2D(name="gmp")]}
+    pools = {
+        "avg": [keras.layers.GlobalAveragePooling2D(name="gap")],
+        "max": [keras.layers.GlobalMaxPooling2D(name="gmp")],
+        "avgmax": [keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.GlobalMaxPooling2D(name="gmp")],
+    }
     if pooling not in pools:
         raise ValueError(f"Unknown pooling {pooling!r}; choose avg, max or avgmax")
     pooled = [layer(x) for layer in pools[pooling]]
@@ -191,6 +209,7 @@ def count_params(weights) -> int:
 
 # --------------------------------------------------------------------------- device and precision
 
+
 def accelerator() -> str:
     """'gpu', 'tpu' or 'cpu', as the active Keras backend sees it."""
     backend = keras.backend.backend()
@@ -231,8 +250,9 @@ def apply_precision(precision: str = "auto") -> str:
 
 
 def nvidia_gpu_present() -> bool:
-    return Path("/proc/driver/nvidia").exists() or (shutil.which("nvidia-smi") is not None
-                                                    and os.system("nvidia-smi -L >/dev/null 2>&1") == 0)
+    return Path("/proc/driver/nvidia").exists() or (
+        shutil.which("nvidia-smi") is not None and os.system("nvidia-smi -L >/dev/null 2>&1") == 0
+    )
 
 
 def describe_device() -> str:
@@ -240,6 +260,8 @@ def describe_device() -> str:
     device = accelerator()
     line = f"Keras {keras.__version__} on {keras.backend.backend()}, device: {device.upper()}"
     if device == "cpu" and nvidia_gpu_present():
-        line += (" -- WARNING: an NVIDIA GPU is present but the backend does not see it; "
-                 "install the GPU build with `make venv GPU=1` (requirements-gpu.txt).")
+        line += (
+            " -- WARNING: an NVIDIA GPU is present but the backend does not see it; "
+            "install the GPU build with `make venv GPU=1` (requirements-gpu.txt)."
+        )
     return line

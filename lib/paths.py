@@ -1,4 +1,5 @@
 """Every path the project uses, resolved in one place (local checkout, Kaggle kernel, or an explicit folder)."""
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,14 @@ def main(argv=None) -> None:
     parser.add_argument("data_dir", nargs="?", default=None)
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
-    print({"data-dir": data_dir, "profile": default_profile(data_dir), "runs-dir": runs_dir(),
-           "submissions-dir": submissions_dir()}[args.what])
+    print(
+        {
+            "data-dir": data_dir,
+            "profile": default_profile(data_dir),
+            "runs-dir": runs_dir(),
+            "submissions-dir": submissions_dir(),
+        }[args.what]
+    )
 
 
 if __name__ == "__main__":

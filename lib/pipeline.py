@@ -1,4 +1,5 @@
 """TensorFlow-free input pipeline: keras.utils.PyDataset of uint8 RGB batches with OpenCV decode and augmentation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -109,9 +110,21 @@ class ImageSequence(keras.utils.PyDataset):
     Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
     """
 
-    def __init__(self, paths, labels=None, *, image_size: int, batch_size: int, augment: str = "none",
-                 shuffle: bool = False, seed: int = 0, cache_dir=None, workers: int = DEFAULT_WORKERS,
-                 use_multiprocessing: bool = False, max_queue_size: int = 16):
+    def __init__(
+        self,
+        paths,
+        labels=None,
+        *,
+        image_size: int,
+        batch_size: int,
+        augment: str = "none",
+        shuffle: bool = False,
+        seed: int = 0,
+        cache_dir=None,
+        workers: int = DEFAULT_WORKERS,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 16,
+    ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if workers > 1:
             # Parallelism is across images; OpenCV's own per-call thread pool would oversubscribe the cores.
@@ -165,7 +178,7 @@ class ImageSequence(keras.utils.PyDataset):
         """Row indices (into paths/labels) of batch `index` in the current epoch's order."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
-        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
 
     def _random_for_batch(self, index: int):
         """(numpy Generator, per-thread photometric Compose or None), both seeded from (seed, epoch, batch)."""

@@ -1,4 +1,5 @@
 """The figures the notebooks show: data overview, augmentation previews, training curves, LR, confusion matrix."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -9,8 +10,18 @@ import seaborn as sns
 from lib import NUM_CLASSES
 
 # Names competitors gave the classes; the demo data reuses the numbers only.
-CLASS_NAMES = ["Lada Priora", "Ford Focus", "Lada 2114", "Lada 2110", "Lada 2107", "Lada Niva", "Lada Kalina",
-               "Lada 2109", "VW Passat", "Lada 21099"]
+CLASS_NAMES = [
+    "Lada Priora",
+    "Ford Focus",
+    "Lada 2114",
+    "Lada 2110",
+    "Lada 2107",
+    "Lada Niva",
+    "Lada Kalina",
+    "Lada 2109",
+    "VW Passat",
+    "Lada 21099",
+]
 
 
 def class_balance(train: pd.DataFrame, ax=None):

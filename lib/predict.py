@@ -1,4 +1,5 @@
 """Prediction with test-time augmentation: decode each batch once, average the probabilities of every pass."""
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,7 @@ def _center_crop(batch: np.ndarray, keep: float) -> np.ndarray:
     margin = int(round(size * (1 - keep) / 2))
     if margin == 0:
         return batch
-    crop = batch[:, margin:size - margin, margin:size - margin]
+    crop = batch[:, margin : size - margin, margin : size - margin]
     return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in crop])
 
 
@@ -28,8 +29,9 @@ def _zoom_out(batch: np.ndarray, scale: float) -> np.ndarray:
     out = np.empty_like(batch)
     for i, image in enumerate(batch):
         small = cv2.resize(image, (inner, inner), interpolation=cv2.INTER_AREA)
-        out[i] = cv2.copyMakeBorder(small, offset, size - inner - offset, offset, size - inner - offset,
-                                    cv2.BORDER_REFLECT_101)
+        out[i] = cv2.copyMakeBorder(
+            small, offset, size - inner - offset, offset, size - inner - offset, cv2.BORDER_REFLECT_101
+        )
     return out
 
 
@@ -62,16 +64,23 @@ def tta_plan(tta: list[str], passes: int | None = None) -> list[tuple[str, float
     return [(names[i % len(names)], strengths[(i // len(names)) % len(strengths)]) for i in range(passes)]
 
 
-def predict_probs(model: keras.Model, sequence, tta: list[str] = ("identity",), passes: int | None = None,
-                  progress: bool = True) -> np.ndarray:
+def predict_probs(
+    model: keras.Model, sequence, tta: list[str] = ("identity",), passes: int | None = None, progress: bool = True
+) -> np.ndarray:
     """Class probabilities [N, 10] averaged over the TTA passes. `sequence` yields x (uint8) batches;
     each batch is padded to the full batch size so a compiled model sees one shape only."""
     plan = tta_plan(list(tta), passes)
     outputs = []
     from tqdm.auto import tqdm
 
-    batches = tqdm(range(len(sequence)), desc=f"Predicting ({len(plan)} TTA pass{'es' * (len(plan) > 1)})",
-                   unit="batch", disable=not progress, file=sys.stdout, mininterval=2)
+    batches = tqdm(
+        range(len(sequence)),
+        desc=f"Predicting ({len(plan)} TTA pass{'es' * (len(plan) > 1)})",
+        unit="batch",
+        disable=not progress,
+        file=sys.stdout,
+        mininterval=2,
+    )
     for index in batches:
         batch = sequence[index]
         batch = batch[0] if isinstance(batch, tuple) else batch

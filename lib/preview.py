@@ -1,4 +1,5 @@
 """Augmented copies of a few photos, for the augmentation preview notebook."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ def albumentations_samples(paths: list[str], preset: str, image_size: int, copie
         images.append(read_resized(path, image_size))
         titles.append("original")
         for copy in range(copies):
-            sequence = ImageSequence([path], [0], image_size=image_size, batch_size=1, augment=preset,
-                                     seed=seed + copy, workers=1)
+            sequence = ImageSequence(
+                [path], [0], image_size=image_size, batch_size=1, augment=preset, seed=seed + copy, workers=1
+            )
             images.append(sequence[0][0][0])
             titles.append(f"{preset} #{copy + 1}")
     return images, titles

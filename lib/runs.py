@@ -1,4 +1,5 @@
 """Run folders: seeding, atomic writes, resolved parameters, package versions, metrics and probability files."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,20 @@ _UMASK = os.umask(0)  # the only way to read the umask is to set it; restored on
 os.umask(_UMASK)
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
 TRACKED_PACKAGES = (
-    "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "albumentations", "opencv-python-headless",
-    "numpy", "pandas", "scipy", "matplotlib", "papermill", "jupytext", "kaggle",
+    "keras",
+    "tensorflow",
+    "tensorflow-cpu",
+    "jax",
+    "jaxlib",
+    "albumentations",
+    "opencv-python-headless",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "papermill",
+    "jupytext",
+    "kaggle",
 )
 
 
@@ -34,7 +47,7 @@ def seed_everything(seed: int) -> None:
 
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global RNG that third-party code still draws from
     keras.utils.set_random_seed(seed)
 
 
@@ -90,10 +103,21 @@ def package_versions() -> dict:
 def git_commit() -> str | None:
     """The checkout's commit, with `-dirty` when there are uncommitted changes; None outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
@@ -103,7 +127,7 @@ def _compatible(old, new) -> bool:
     """Same value, or a list that only grew at the end (stages appended to a run keep the finished ones)."""
     same = lambda a, b: json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
     if isinstance(old, list) and isinstance(new, list) and len(new) > len(old):
-        return same(old, new[:len(old)])
+        return same(old, new[: len(old)])
     return same(old, new)
 
 
@@ -131,8 +155,14 @@ class RunRecord:
                 print(f"Settings changed ({', '.join(changed)}): previous run moved to {aside}")
                 self.dir.mkdir(parents=True)
         write_json(self.path("params.json"), params)
-        write_json(self.path("versions.json"), {**package_versions(), "git_commit": git_commit(),
-                                                 "started": dt.datetime.now().isoformat(timespec="seconds")})
+        write_json(
+            self.path("versions.json"),
+            {
+                **package_versions(),
+                "git_commit": git_commit(),
+                "started": dt.datetime.now().isoformat(timespec="seconds"),
+            },
+        )
 
     def update_metrics(self, **metrics) -> dict:
         path = self.path("metrics.json")

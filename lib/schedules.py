@@ -1,4 +1,5 @@
 """Optimizers by name and learning-rate schedules (cyclic, one-cycle, cosine with warmup), any Keras backend."""
+
 import math
 
 import keras
@@ -10,8 +11,9 @@ SCHEDULES = ("constant", "plateau", "cosine", "onecycle", "cyclic")
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0, momentum: float = 0.9,
-                   nesterov: bool = True, **kw) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str, learning_rate, weight_decay: float = 0.0, momentum: float = 0.9, nesterov: bool = True, **kw
+) -> keras.optimizers.Optimizer:
     """An optimizer by name; `learning_rate` may be a float or a LearningRateSchedule.
 
     Extra keywords (clipnorm, gradient_accumulation_steps, ...) go to the Keras optimizer.
@@ -23,8 +25,9 @@ def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0, momentum
     if key == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **kw)
     if key == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov,
-                                    weight_decay=weight_decay or None, **kw)
+        return keras.optimizers.SGD(
+            learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay or None, **kw
+        )
     raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
@@ -63,8 +66,14 @@ class CyclicLR(keras.optimizers.schedules.LearningRateSchedule):
         return self.base_lr + (self.max_lr - self.base_lr) * ops.maximum(0.0, 1.0 - x) * scale
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "max_lr": self.max_lr, "step_size": self.step_size,
-                "mode": self.mode, "gamma": self.gamma, "name": self.name}
+        return {
+            "base_lr": self.base_lr,
+            "max_lr": self.max_lr,
+            "step_size": self.step_size,
+            "mode": self.mode,
+            "gamma": self.gamma,
+            "name": self.name,
+        }
 
 
 @keras.saving.register_keras_serializable(package="lib")
@@ -75,8 +84,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     max_lr / div_factor / final_div_factor at step total_steps - 1; later steps stay at that minimum.
     """
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
-                 name="OneCycle"):
+    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4, name="OneCycle"):
         super().__init__()
         if total_steps < 2:
             raise ValueError(f"one-cycle total_steps must be >= 2, got {total_steps}")
@@ -102,13 +110,21 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         step = ops.minimum(ops.cast(step, "float32"), last)
         warm_pct = ops.clip(step / max(warm_end, 1e-12), 0.0, 1.0)
         anneal_pct = ops.clip((step - warm_end) / (last - warm_end), 0.0, 1.0)
-        return ops.where(step <= warm_end,
-                         self._cos_anneal(initial_lr, self.max_lr, warm_pct),
-                         self._cos_anneal(self.max_lr, min_lr, anneal_pct))
+        return ops.where(
+            step <= warm_end,
+            self._cos_anneal(initial_lr, self.max_lr, warm_pct),
+            self._cos_anneal(self.max_lr, min_lr, anneal_pct),
+        )
 
     def get_config(self):
-        return {"max_lr": self.max_lr, "total_steps": self.total_steps, "pct_start": self.pct_start,
-                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor, "name": self.name}
+        return {
+            "max_lr": self.max_lr,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+            "name": self.name,
+        }
 
 
 def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **options):
@@ -122,16 +138,21 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
     """
     key = name.lower()
     total_steps = max(1, int(steps_per_epoch) * int(epochs))
-    known = {"constant": set(), "plateau": set(),
-             "cosine": {"warmup_epochs", "min_lr_ratio", "warmup_start_ratio"},
-             "onecycle": {"pct_start", "div_factor", "final_div_factor"},
-             "cyclic": {"mode", "base_lr", "base_ratio", "step_epochs", "step_size", "gamma"}}
+    known = {
+        "constant": set(),
+        "plateau": set(),
+        "cosine": {"warmup_epochs", "min_lr_ratio", "warmup_start_ratio"},
+        "onecycle": {"pct_start", "div_factor", "final_div_factor"},
+        "cyclic": {"mode", "base_lr", "base_ratio", "step_epochs", "step_size", "gamma"},
+    }
     if key not in known:
         raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")
     unknown = set(options) - known[key]
     if unknown:
-        raise ValueError(f"schedule {key!r} does not take option(s) {', '.join(sorted(unknown))}; "
-                         f"it takes: {', '.join(sorted(known[key])) or 'none'}")
+        raise ValueError(
+            f"schedule {key!r} does not take option(s) {', '.join(sorted(unknown))}; "
+            f"it takes: {', '.join(sorted(known[key])) or 'none'}"
+        )
     if key in ("constant", "plateau"):
         return float(lr)
     if key == "cosine":
@@ -140,20 +161,27 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
         if warmup_steps <= 0:
             return keras.optimizers.schedules.CosineDecay(float(lr), total_steps, alpha=alpha)
         return keras.optimizers.schedules.CosineDecay(
-            float(lr) * float(options.get("warmup_start_ratio", 0.0)), max(1, total_steps - warmup_steps),
-            alpha=alpha, warmup_target=float(lr), warmup_steps=warmup_steps)
+            float(lr) * float(options.get("warmup_start_ratio", 0.0)),
+            max(1, total_steps - warmup_steps),
+            alpha=alpha,
+            warmup_target=float(lr),
+            warmup_steps=warmup_steps,
+        )
     if key == "onecycle":
-        return OneCycle(lr, max(2, total_steps), pct_start=options.get("pct_start", 0.3),
-                        div_factor=options.get("div_factor", 25.0),
-                        final_div_factor=options.get("final_div_factor", 1e4))
+        return OneCycle(
+            lr,
+            max(2, total_steps),
+            pct_start=options.get("pct_start", 0.3),
+            div_factor=options.get("div_factor", 25.0),
+            final_div_factor=options.get("final_div_factor", 1e4),
+        )
     base_lr = options.get("base_lr")
     if base_lr is None:
         base_lr = lr * options.get("base_ratio", 0.1)
     step_size = options.get("step_size")
     if step_size is None:
         step_size = max(1, int(round(options.get("step_epochs", 2) * steps_per_epoch)))
-    return CyclicLR(base_lr, lr, step_size, mode=options.get("mode", "triangular"),
-                    gamma=options.get("gamma", 0.99994))
+    return CyclicLR(base_lr, lr, step_size, mode=options.get("mode", "triangular"), gamma=options.get("gamma", 0.99994))
 
 
 def lr_curve(schedule, total_steps: int) -> np.ndarray:
@@ -163,8 +191,7 @@ def lr_curve(schedule, total_steps: int) -> np.ndarray:
         return np.full(total_steps, float(schedule))
     steps = np.arange(total_steps)
     try:  # one vectorised call where the schedule allows it (ours do; CosineDecay's ops.cond does not)
-        values = np.asarray(ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps, "int32"))),
-                            dtype=np.float64)
+        values = np.asarray(ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps, "int32"))), dtype=np.float64)
         if values.shape == (total_steps,):
             return values
     except Exception:  # noqa: BLE001 - any failure means "not vectorisable"; fall back to one step at a time

@@ -1,4 +1,5 @@
 """Notebook stamps for make: a notebook is up to date when its inputs hash to what its last success recorded."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Submission files: validate against sample-submission.csv, write atomically, score against known labels."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def validate_submission(submission: pd.DataFrame | str | os.PathLike, sample_ids
             raise SubmissionError(f"{name}: cannot be read as CSV ({err})") from err
     frame = submission.astype(str)
     if list(frame.columns) != HEADER:
-        raise SubmissionError(f"{name}: header must be exactly `Id,Category`, found `{','.join(map(str, frame.columns))}`")
+        raise SubmissionError(
+            f"{name}: header must be exactly `Id,Category`, found `{','.join(map(str, frame.columns))}`"
+        )
     ids = frame["Id"]
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
@@ -47,8 +50,11 @@ def validate_submission(submission: pd.DataFrame | str | os.PathLike, sample_ids
     extra = [i for i in ids if i not in expected]
     if extra:
         hint = " (Ids must keep the `.jpg` extension)" if any(f"{i}.jpg" in expected for i in extra[:10]) else ""
-        hint = hint or (" (this looks like a demo-data submission: the demo has its own Ids)"
-                        if missing and len(extra) == len(ids) else "")
+        hint = hint or (
+            " (this looks like a demo-data submission: the demo has its own Ids)"
+            if missing and len(extra) == len(ids)
+            else ""
+        )
         raise SubmissionError(f"{name}: {len(extra)} Id(s) not in sample-submission.csv, first {extra[:3]}{hint}")
     if missing:
         raise SubmissionError(f"{name}: {len(missing)} Id(s) of sample-submission.csv are missing, first {missing[:3]}")

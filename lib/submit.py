@@ -1,4 +1,5 @@
-"""`make submit` / `make submissions`: validate and upload a submission, list scores into submissions/leaderboard.csv."""
+"""`make submit` / `make submissions`: validate and upload a submission; list scores in submissions/leaderboard.csv."""
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,8 @@ def submit(file: Path, data_dir: Path, message: str | None, force: bool) -> str:
         raise SubmissionError(
             f"refused, nothing was uploaded: {file} was checked against the offline demo data ({data_dir}); a demo "
             "submission has the demo's ids and Kaggle would reject it. Run `make data` and the notebooks on the real "
-            "data, or pass FORCE=1 to upload it anyway")
+            "data, or pass FORCE=1 to upload it anyway"
+        )
     message = message or default_message(file, data_dir)
     run("competitions", "submit", "-c", COMPETITION, "-f", str(file), "-m", message)
     return f"Uploaded {file} ({len(frame)} rows) to {COMPETITION}: {message!r}. Scores: `make submissions`"
@@ -101,7 +103,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.action == "list":
-            print(list_submissions(Path(args.leaderboard) if args.leaderboard else submissions_dir() / "leaderboard.csv"))
+            print(
+                list_submissions(Path(args.leaderboard) if args.leaderboard else submissions_dir() / "leaderboard.csv")
+            )
         else:
             file = Path(args.file) if args.file else submissions_dir() / "submission.csv"
             print(submit(file.expanduser().resolve(), resolve_data_dir(args.data_dir), args.message, args.force))

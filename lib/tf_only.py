@@ -1,4 +1,5 @@
 """Everything that needs TensorFlow itself lives here, so the rest of lib also runs under KERAS_BACKEND=jax."""
+
 from __future__ import annotations
 
 
@@ -24,8 +25,17 @@ def image_data_generator_flow(paths, labels, *, image_size: int, batch_size: int
     import tensorflow as tf
 
     generator = tf.keras.preprocessing.image.ImageDataGenerator(
-        rotation_range=20, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1, horizontal_flip=True)
+        rotation_range=20, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1, horizontal_flip=True
+    )
     frame = pd.DataFrame({"path": [str(p) for p in paths], "label": [str(int(v)) for v in labels]})
     return generator.flow_from_dataframe(
-        frame, x_col="path", y_col="label", target_size=(image_size, image_size), batch_size=batch_size,
-        class_mode="categorical", shuffle=True, seed=seed, validate_filenames=False)
+        frame,
+        x_col="path",
+        y_col="label",
+        target_size=(image_size, image_size),
+        batch_size=batch_size,
+        class_mode="categorical",
+        shuffle=True,
+        seed=seed,
+        validate_filenames=False,
+    )

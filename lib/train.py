@@ -1,4 +1,5 @@
 """Staged training: freezing per stage, progressive resizing, schedules, checkpoints, time budget and resume."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lib import NUM_CLASSES
-from lib.models import count_params, set_trainable
+from lib.models import set_trainable
 from lib.runs import RunRecord, read_json, write_json
 from lib.schedules import make_optimizer, make_schedule
 
@@ -88,9 +89,12 @@ class EpochInfo(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.model.optimizer
-        logs.update(stage=self.index + 1, image_size=self.stage.image_size,
-                    lr=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                    seconds=round(time.time() - self._started, 1))
+        logs.update(
+            stage=self.index + 1,
+            image_size=self.stage.image_size,
+            lr=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            seconds=round(time.time() - self._started, 1),
+        )
 
 
 def save_weights_atomic(model: keras.Model, path: Path) -> None:
@@ -102,8 +106,10 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OSError(f"Could not write the checkpoint {path} ({err.strerror or err}); the previous one is "
-                      f"intact. Free some disk space and rerun to resume.") from err
+        raise OSError(
+            f"Could not write the checkpoint {path} ({err.strerror or err}); the previous one is "
+            f"intact. Free some disk space and rerun to resume."
+        ) from err
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -137,8 +143,10 @@ class StageBackup(keras.callbacks.BackupAndRestore):
         try:
             super().on_train_begin(logs)
         except (OSError, ValueError) as err:
-            print(f"The backup in {self.backup_dir} is incomplete ({err.__class__.__name__}); "
-                  f"restarting this stage from its first epoch.")
+            print(
+                f"The backup in {self.backup_dir} is incomplete ({err.__class__.__name__}); "
+                f"restarting this stage from its first epoch."
+            )
             shutil.rmtree(self.backup_dir, ignore_errors=True)
             self.model._initial_epoch = None
 
@@ -152,10 +160,12 @@ def explain_out_of_memory(error: BaseException, batch_size: int, image_size: int
     if not any(marker in text for marker in OUT_OF_MEMORY_MARKERS):
         return None
     half = max(1, batch_size // 2)
-    return (f"Out of accelerator memory at batch_size={batch_size}, image_size={image_size}. Lower `batch_size` "
-            f"(or this stage's `batch_size` in `stages`) or the stage's `image_size`, and keep the effective batch "
-            f"with `gradient_accumulation_steps` (e.g. batch_size={half}, gradient_accumulation_steps=2); "
-            f"precision='mixed_float16' or 'mixed_bfloat16' also roughly halves activation memory.")
+    return (
+        f"Out of accelerator memory at batch_size={batch_size}, image_size={image_size}. Lower `batch_size` "
+        f"(or this stage's `batch_size` in `stages`) or the stage's `image_size`, and keep the effective batch "
+        f"with `gradient_accumulation_steps` (e.g. batch_size={half}, gradient_accumulation_steps=2); "
+        f"precision='mixed_float16' or 'mixed_bfloat16' also roughly halves activation memory."
+    )
 
 
 def class_weights(labels, mode: str | None) -> dict | None:
@@ -188,12 +198,26 @@ def read_history(run: RunRecord) -> pd.DataFrame:
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df: pd.DataFrame, val_df: pd.DataFrame,
-                 run: RunRecord, *, make_sequence, batch_size: int = 32, augment: str = "medium",
-                 label_smoothing: float = 0.0, class_weight: str | None = None, early_stopping_patience: int = 3,
-                 plateau_patience: int = 2, deadline: float | None = None, jit_compile="auto",
-                 gradient_accumulation_steps: int | None = None, pseudo_labelled: pd.DataFrame | None = None,
-                 verbose="auto") -> TrainResult:
+def train_stages(
+    model: keras.Model,
+    stages: list[dict] | list[Stage],
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    run: RunRecord,
+    *,
+    make_sequence,
+    batch_size: int = 32,
+    augment: str = "medium",
+    label_smoothing: float = 0.0,
+    class_weight: str | None = None,
+    early_stopping_patience: int = 3,
+    plateau_patience: int = 2,
+    deadline: float | None = None,
+    jit_compile="auto",
+    gradient_accumulation_steps: int | None = None,
+    pseudo_labelled: pd.DataFrame | None = None,
+    verbose="auto",
+) -> TrainResult:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
     A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
@@ -238,21 +262,31 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
         stage_train = train_df
         if stage.pseudo_labels:
             if pseudo_labelled is None or pseudo_labelled.empty:
-                raise ValueError(f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
-                                 f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage.")
+                raise ValueError(
+                    f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
+                    f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
+                )
             stage_train = pd.concat([train_df, pseudo_labelled[["Id", "Category", "path"]]], ignore_index=True)
             print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
         train_seq = make_sequence(stage_train, stage.image_size, stage_batch, stage.augment or augment, True)
         val_seq = make_sequence(val_df, stage.image_size, stage_batch, "none", False)
         schedule = make_schedule(stage.schedule, stage.lr, len(train_seq), stage.epochs, **stage.schedule_options)
-        optimizer_options = {"gradient_accumulation_steps": gradient_accumulation_steps} \
-            if gradient_accumulation_steps and gradient_accumulation_steps > 1 else {}
-        model.compile(optimizer=make_optimizer(stage.optimizer, schedule, weight_decay=stage.weight_decay,
-                                               **optimizer_options),
-                      loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
-        print(f"Stage {index + 1}/{len(stages)} ({stage.name}): trainable={stage.trainable!r}, "
-              f"{trainable:,} trainable parameters, {stage.image_size}px, {stage.epochs} epoch(s), "
-              f"{stage.optimizer} lr={stage.lr:g} {stage.schedule}")
+        optimizer_options = (
+            {"gradient_accumulation_steps": gradient_accumulation_steps}
+            if gradient_accumulation_steps and gradient_accumulation_steps > 1
+            else {}
+        )
+        model.compile(
+            optimizer=make_optimizer(stage.optimizer, schedule, weight_decay=stage.weight_decay, **optimizer_options),
+            loss=loss,
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+        print(
+            f"Stage {index + 1}/{len(stages)} ({stage.name}): trainable={stage.trainable!r}, "
+            f"{trainable:,} trainable parameters, {stage.image_size}px, {stage.epochs} epoch(s), "
+            f"{stage.optimizer} lr={stage.lr:g} {stage.schedule}"
+        )
         budget = TimeBudget(deadline)
         checkpoint = BestWeights(best_path, best)
         callbacks = [
@@ -265,13 +299,22 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
             StageBackup(str(run.path(f"backup_stage_{index + 1}"))),
         ]
         if stage.schedule == "plateau":
-            callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                                                   patience=plateau_patience, verbose=1))
+            callbacks.insert(
+                2,
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=plateau_patience, verbose=1),
+            )
         started = time.time()
         model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
         try:
-            history = model.fit(train_seq, validation_data=val_seq, epochs=first_epoch + stage.epochs,
-                                initial_epoch=first_epoch, class_weight=weights, callbacks=callbacks, verbose=verbose)
+            history = model.fit(
+                train_seq,
+                validation_data=val_seq,
+                epochs=first_epoch + stage.epochs,
+                initial_epoch=first_epoch,
+                class_weight=weights,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         except Exception as err:
             message = explain_out_of_memory(err, stage_batch, stage.image_size)
             if message:
@@ -279,12 +322,20 @@ def train_stages(model: keras.Model, stages: list[dict] | list[Stage], train_df:
             raise
         best = checkpoint.best
         save_weights_atomic(model, last_weights)
-        record = {"stage": index + 1, "name": stage.name, "trainable": stage.trainable,
-                  "trainable_params": trainable, "image_size": stage.image_size,
-                  "epochs_run": len(history.history.get("loss", [])), "epochs_planned": stage.epochs,
-                  "best_val_accuracy": best, "stopped_by_budget": budget.stopped,
-                  "pseudo_label_rows": len(stage_train) - len(train_df), "jit_compile": bool(model.jit_compile),
-                  "seconds": round(time.time() - started, 1)}
+        record = {
+            "stage": index + 1,
+            "name": stage.name,
+            "trainable": stage.trainable,
+            "trainable_params": trainable,
+            "image_size": stage.image_size,
+            "epochs_run": len(history.history.get("loss", [])),
+            "epochs_planned": stage.epochs,
+            "best_val_accuracy": best,
+            "stopped_by_budget": budget.stopped,
+            "pseudo_label_rows": len(stage_train) - len(train_df),
+            "jit_compile": bool(model.jit_compile),
+            "seconds": round(time.time() - started, 1),
+        }
         write_json(done_path, record)
         records.append(record)
         first_epoch += stage.epochs
@@ -300,7 +351,9 @@ def pseudo_labels(test_df: pd.DataFrame, test_probs: np.ndarray, threshold: floa
     """Test rows whose top probability is >= threshold, labelled with their predicted class."""
     probs = np.asarray(test_probs)
     confident = probs.max(axis=1) >= threshold
-    return test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
+    return (
+        test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
+    )
 
 
 def lr_per_step(stages: list[dict], steps_per_epoch: int) -> pd.DataFrame:
@@ -311,8 +364,15 @@ def lr_per_step(stages: list[dict], steps_per_epoch: int) -> pd.DataFrame:
     for index, stage in enumerate(parse_stages(stages)):
         total = steps_per_epoch * stage.epochs
         schedule = make_schedule(stage.schedule, stage.lr, steps_per_epoch, stage.epochs, **stage.schedule_options)
-        frames.append(pd.DataFrame({"step": np.arange(total) + offset, "lr": lr_curve(schedule, total),
-                                    "stage": f"{index + 1}: {stage.name}"}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step": np.arange(total) + offset,
+                    "lr": lr_curve(schedule, total),
+                    "stage": f"{index + 1}: {stage.name}",
+                }
+            )
+        )
         offset += total
     return pd.concat(frames, ignore_index=True)
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the real reference files (skipped when absent) and small generated demo data sets."""
+
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

@@ -1,4 +1,5 @@
 """A stand-in for np.random.Generator that makes augmentation draws predictable in tests."""
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """Helpers for the Kaggle tests: a sandboxed environment with the fake `kaggle` first on PATH, tiny competition zips."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,14 @@ def kaggle_env(tmp_path: Path, credentials: bool = True, **extra: str) -> dict:
     fake_root = tmp_path / "fake-kaggle"  # lib.paths: outputs go to <root>/working, never into the checkout
     (fake_root / "input").mkdir(parents=True, exist_ok=True)
     (fake_root / "working").mkdir(exist_ok=True)
-    env.update(PATH=f"{FAKES}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               HOME=str(home), KAGGLE_CONFIG_DIR=str(home / ".kaggle"), CARS_KAGGLE_ROOT=str(fake_root),
-               FAKE_KAGGLE_LOG=str(tmp_path / "kaggle-calls.jsonl"), PYTHONPATH=str(PROJECT_ROOT))
+    env.update(
+        PATH=f"{FAKES}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        HOME=str(home),
+        KAGGLE_CONFIG_DIR=str(home / ".kaggle"),
+        CARS_KAGGLE_ROOT=str(fake_root),
+        FAKE_KAGGLE_LOG=str(tmp_path / "kaggle-calls.jsonl"),
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
     if credentials:
         env.update(KAGGLE_USERNAME="tester", KAGGLE_KEY=SECRET_KEY)
     env.update(extra)
@@ -33,8 +39,9 @@ def kaggle_env(tmp_path: Path, credentials: bool = True, **extra: str) -> dict:
 
 
 def run_module(module: str, *args: str, env: dict, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def kaggle_calls(env: dict) -> list[dict]:

@@ -1,4 +1,5 @@
 """lib.augment: presets run, keep shape/dtype, 'none' is identity, Keras layers run, bad names are refused."""
+
 import cv2
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """lib.bench: a tiny run prints every stage's row with its ratios (a smoke test; no timing is asserted)."""
+
 import re
 
 import numpy as np
@@ -7,14 +8,26 @@ from lib import bench
 
 
 def test_tiny_bench_prints_every_stage_with_ratios(capsys):
-    assert bench.main(["--images", "8", "--batch", "4", "--size", "32", "--rounds", "1", "--tta-passes", "2",
-                       "--workers", "2"]) == 0
+    assert (
+        bench.main(
+            ["--images", "8", "--batch", "4", "--size", "32", "--rounds", "1", "--tta-passes", "2", "--workers", "2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.splitlines()
-            if line.startswith("| ") and not line.startswith("| ---") and "img/s" not in line}
-    assert set(rows) == {"decode-only (cv2 imread+resize, threads)", bench.IDG_NAME,
-                         "pipeline, medium preset, no cache", "pipeline, medium, cache cold (1st epoch)",
-                         "pipeline, medium, cache warm (2nd epoch)", "inference, 2-pass TTA (see note)"}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| ---") and "img/s" not in line
+    }
+    assert set(rows) == {
+        "decode-only (cv2 imread+resize, threads)",
+        bench.IDG_NAME,
+        "pipeline, medium preset, no cache",
+        "pipeline, medium, cache cold (1st epoch)",
+        "pipeline, medium, cache warm (2nd epoch)",
+        "inference, 2-pass TTA (see note)",
+    }
     for name, cells in rows.items():
         rate, versus_idg, versus_decode = (float(cell) for cell in cells[:3])
         assert rate > 0 and versus_idg > 0 and versus_decode > 0, name

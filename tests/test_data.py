@@ -1,4 +1,5 @@
 """Reading and checking the competition data: CSV quirks, bad files, zips, and the shared split."""
+
 import os
 import shutil
 import zipfile
@@ -21,6 +22,7 @@ def first_train_file(folder):
 
 
 # ---------------------------------------------------------------- CSVs
+
 
 def test_missing_train_csv_names_the_file(demo_copy):
     (demo_copy / "train.csv").unlink()
@@ -74,17 +76,21 @@ def test_duplicate_test_id_stops(demo_copy):
 
 # ---------------------------------------------------------------- files
 
+
 def test_clean_demo_has_no_problems(tiny_demo):
     scan = data.scan(tiny_demo)
     assert scan.problems.empty and scan.test["readable"].all() and len(scan.train) == 8 * NUM_CLASSES
 
 
-@pytest.mark.parametrize("damage, problem_word", [
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "trunc"),
-    (lambda p: p.write_bytes(b""), "empty"),
-    (lambda p: p.write_text("<html>Not Found</html>"), ""),
-    (lambda p: p.unlink(), "missing"),
-])
+@pytest.mark.parametrize(
+    "damage, problem_word",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "trunc"),
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_text("<html>Not Found</html>"), ""),
+        (lambda p: p.unlink(), "missing"),
+    ],
+)
 def test_bad_train_file_is_skipped_and_listed(demo_copy, damage, problem_word):
     bad = first_train_file(demo_copy)
     damage(bad)
@@ -140,6 +146,7 @@ def test_empty_test_folder_stops(demo_copy):
 
 # ---------------------------------------------------------------- zips
 
+
 def zip_folder(folder, root, zip_path):
     with zipfile.ZipFile(zip_path, "w") as archive:
         for path in (folder / root).rglob("*"):
@@ -175,6 +182,7 @@ def test_broken_zip_is_never_half_extracted(demo_copy, tmp_path):
 
 
 # ---------------------------------------------------------------- split
+
 
 def test_holdout_split_is_stratified_disjoint_and_stable(shared_dir):
     train = pd.read_csv(shared_dir / "train.csv")

@@ -1,4 +1,5 @@
 """The offline demo data set: the competition's exact layout, deterministic from its seed."""
+
 import hashlib
 
 import cv2

@@ -1,7 +1,7 @@
 """End to end through make and papermill: the five real notebooks on a tiny demo, failures, bad DATA_DIR."""
+
 import json
 import os
-import shutil
 import subprocess
 
 import nbformat
@@ -17,8 +17,14 @@ NOTEBOOKS = ["01_eda", "02_augmentation_preview", "03_xception", "04_efficientne
 def make(*args, output_root, timeout=1500):
     env = {**os.environ, "CARS_OUTPUT_ROOT": str(output_root)}
     env.pop("MAKEFLAGS", None)
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=paths.PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=paths.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +45,16 @@ def test_run_all_executes_every_notebook(tiny_run):
     for name in NOTEBOOKS:
         executed = output_root / "runs" / "tiny" / name / f"{name}.ipynb"
         notebook = nbformat.read(executed, as_version=4)
-        errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
+        errors = [
+            o
+            for c in notebook.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
         assert not errors, f"{name} has an error output"
         injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert injected and "profile = \"tiny\"" in injected[0].source
+        assert injected and 'profile = "tiny"' in injected[0].source
     assert "Done. Submissions:" in done.stdout
 
 
@@ -55,13 +66,23 @@ def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
         validate_submission(output_root / "submissions" / f"{name}.csv", sample_ids)
     for name in ("03_xception", "04_efficientnetb7"):
         run = output_root / "runs" / "tiny" / name
-        assert {"params.json", "versions.json", "history.csv", "best.weights.h5", "probs_val.csv",
-                "probs_test.csv", "metrics.json", "problems.csv"} <= set(os.listdir(run))
+        assert {
+            "params.json",
+            "versions.json",
+            "history.csv",
+            "best.weights.h5",
+            "probs_val.csv",
+            "probs_test.csv",
+            "metrics.json",
+            "problems.csv",
+        } <= set(os.listdir(run))
         metrics = json.loads((run / "metrics.json").read_text())
         assert 0 <= metrics["val_accuracy"] <= 1 and "val_accuracy_no_tta" in metrics
         assert json.loads((run / "params.json").read_text())["precision_policy"] == "float32"
-    val = [pd.read_csv(output_root / "runs" / "tiny" / n / "probs_val.csv")["Id"] for n in ("03_xception",
-                                                                                           "04_efficientnetb7")]
+    val = [
+        pd.read_csv(output_root / "runs" / "tiny" / n / "probs_val.csv")["Id"]
+        for n in ("03_xception", "04_efficientnetb7")
+    ]
     assert val[0].equals(val[1])  # the shared split
     ensemble = json.loads((output_root / "runs" / "tiny" / "05_ensemble" / "metrics.json").read_text())
     assert abs(sum(ensemble["weights"].values()) - 1) < 1e-6

@@ -1,4 +1,5 @@
 """Ensemble weights: the better model wins weight, the blend is at least as accurate, tables add up."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The model notebooks' steps on a small real model: K-fold with out-of-fold probabilities that 05 can blend."""
+
 import json
 
 import numpy as np
@@ -11,20 +12,48 @@ from lib.runs import load_probs
 
 
 def params(tiny_demo, run_dir, **overrides):
-    return {**dict(data_dir=str(tiny_demo), profile="tiny", run_name="kfold", run_dir=str(run_dir), seed=3,
-                   val_fraction=0.25, folds=2, max_bad_fraction=0.01, backbone="mobilenetv3small", weights=None,
-                   pooling="avg", head_batchnorm=True, dropout=0.0, dense_units=8, activation="relu", l2=0.0,
-                   precision="auto", jit_compile=False, batch_size=8, augment="none", keras_augment="none", workers=1,
-                   stages=[{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32}],
-                   label_smoothing=0.0, early_stopping_patience=2, time_budget_minutes=0, verbose=0,
-                   predict_image_size=0, tta=["identity", "hflip"], tta_passes=2), **overrides}
+    return {
+        **dict(
+            data_dir=str(tiny_demo),
+            profile="tiny",
+            run_name="kfold",
+            run_dir=str(run_dir),
+            seed=3,
+            val_fraction=0.25,
+            folds=2,
+            max_bad_fraction=0.01,
+            backbone="mobilenetv3small",
+            weights=None,
+            pooling="avg",
+            head_batchnorm=True,
+            dropout=0.0,
+            dense_units=8,
+            activation="relu",
+            l2=0.0,
+            precision="auto",
+            jit_compile=False,
+            batch_size=8,
+            augment="none",
+            keras_augment="none",
+            workers=1,
+            stages=[{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32}],
+            label_smoothing=0.0,
+            early_stopping_patience=2,
+            time_budget_minutes=0,
+            verbose=0,
+            predict_image_size=0,
+            tta=["identity", "hflip"],
+            tta_passes=2,
+        ),
+        **overrides,
+    }
 
 
 @pytest.mark.slow
 def test_kfold_gives_out_of_fold_probabilities_for_every_train_row(tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setenv("CARS_OUTPUT_ROOT", str(tmp_path))
     runs = {}
-    for name, seed_offset in (("a", 0), ("b", 1)):
+    for name in ("a", "b"):
         ctx = experiment.setup(params(tiny_demo, tmp_path / name, run_name=name))
         evaluation = experiment.cross_validate(ctx)
         runs[name] = tmp_path / name
@@ -33,7 +62,9 @@ def test_kfold_gives_out_of_fold_probabilities_for_every_train_row(tiny_demo, tm
         assert sorted(val["Id"]) == sorted(ctx.scan.train["Id"])  # every train row predicted once, out of fold
         assert np.allclose(val.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
         assert len(load_probs(runs[name], "test")) == len(ctx.scan.test)
-        assert (runs[name] / "fold_0" / "metrics.json").exists() and (runs[name] / "fold_1" / "best.weights.h5").exists()
+        assert (runs[name] / "fold_0" / "metrics.json").exists() and (
+            runs[name] / "fold_1" / "best.weights.h5"
+        ).exists()
         metrics = json.loads((runs[name] / "metrics.json").read_text())
         assert metrics["folds"] == 2 and len(metrics["fold_val_accuracy"]) == 2
     fitted = combine_runs(runs)  # 05 fits its weights on all out-of-fold rows
@@ -55,10 +86,19 @@ def test_models_on_different_splits_are_refused(tmp_path):
 
 
 def test_planned_lr_has_one_row_per_step_of_every_stage():
-    stages = [{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32, "lr": 0.01},
-              {"name": "all", "trainable": "all", "epochs": 2, "image_size": 48, "lr": 0.001}]
-    ctx = experiment.Context(params={"stages": stages, "batch_size": 4}, run=None, data_dir=None, scan=None,
-                             train=pd.DataFrame({"Id": range(10)}), val=None, precision="float32")
+    stages = [
+        {"name": "head", "trainable": "head", "epochs": 1, "image_size": 32, "lr": 0.01},
+        {"name": "all", "trainable": "all", "epochs": 2, "image_size": 48, "lr": 0.001},
+    ]
+    ctx = experiment.Context(
+        params={"stages": stages, "batch_size": 4},
+        run=None,
+        data_dir=None,
+        scan=None,
+        train=pd.DataFrame({"Id": range(10)}),
+        val=None,
+        precision="float32",
+    )
     plan = experiment.planned_lr(ctx)  # 10 rows at batch 4: 3 steps per epoch
     assert list(plan["step"]) == list(range(9))
     assert plan["stage"].value_counts().to_dict() == {"1: head": 3, "2: all": 6}

@@ -1,4 +1,5 @@
 """Faults during training: out of accelerator memory and a full disk while writing a checkpoint."""
+
 import errno
 
 import keras
@@ -12,11 +13,14 @@ class ResourceExhaustedError(Exception):
     """Stands in for tf.errors.ResourceExhaustedError (matched by name, so no TensorFlow import)."""
 
 
-@pytest.mark.parametrize("error", [
-    ResourceExhaustedError("OOM when allocating tensor with shape[32,2048,10,10]"),
-    RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes."),  # JAX/XLA
-    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # torch
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ResourceExhaustedError("OOM when allocating tensor with shape[32,2048,10,10]"),
+        RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes."),  # JAX/XLA
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # torch
+    ],
+)
 def test_out_of_memory_suggests_the_parameters(error):
     message = explain_out_of_memory(error, batch_size=32, image_size=512)
     for words in ("batch_size", "image_size", "gradient_accumulation_steps", "32", "512"):

@@ -1,4 +1,5 @@
 """lib.images: every bad-file kind gives ImageReadError/check_image text; odd-but-valid files decode correctly."""
+
 import io
 
 import numpy as np
@@ -12,7 +13,7 @@ def _photo(width=64, height=48):
     """Left half red, right half blue (RGB): lets tests check colour order and orientation."""
     pixels = np.zeros((height, width, 3), np.uint8)
     pixels[:, : width // 2] = (255, 0, 0)
-    pixels[:, width // 2:] = (0, 0, 255)
+    pixels[:, width // 2 :] = (0, 0, 255)
     return Image.fromarray(pixels)
 
 

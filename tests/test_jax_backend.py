@@ -3,27 +3,65 @@
 `make test-jax` runs these in .venv-jax (requirements-jax.txt). Under TensorFlow they are skipped: the same
 code is covered there by the end-to-end test.
 """
+
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.jax,
-              pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs under KERAS_BACKEND=jax only")]
+pytestmark = [
+    pytest.mark.jax,
+    pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs under KERAS_BACKEND=jax only"),
+]
 
 
 def notebook_params(tiny_demo, run_dir, **overrides):
-    params = dict(data_dir=str(tiny_demo), profile="tiny", run_name="03_xception", run_dir=str(run_dir), seed=1,
-                  val_fraction=0.25, max_bad_fraction=0.01, backbone="xception", weights=None, pooling="avgmax",
-                  head_batchnorm=True, dropout=0.1, dense_units=8, activation="swish", l2=0.0, precision="auto",
-                  jit_compile="auto", batch_size=8, augment="light", keras_augment="light", workers=0,
-                  stages=[{"name": "head", "trainable": "head", "epochs": 1, "image_size": 72},
-                          {"name": "top", "trainable": 10, "epochs": 1, "image_size": 80, "optimizer": "adamw",
-                           "lr": 1e-4, "schedule": "onecycle"}],
-                  label_smoothing=0.1, class_weight="balanced", early_stopping_patience=2,
-                  gradient_accumulation_steps=None, time_budget_minutes=30, predict_reserve_minutes=1,
-                  verbose=0, predict_image_size=0, tta=["identity", "hflip"], tta_passes=2)
+    params = dict(
+        data_dir=str(tiny_demo),
+        profile="tiny",
+        run_name="03_xception",
+        run_dir=str(run_dir),
+        seed=1,
+        val_fraction=0.25,
+        max_bad_fraction=0.01,
+        backbone="xception",
+        weights=None,
+        pooling="avgmax",
+        head_batchnorm=True,
+        dropout=0.1,
+        dense_units=8,
+        activation="swish",
+        l2=0.0,
+        precision="auto",
+        jit_compile="auto",
+        batch_size=8,
+        augment="light",
+        keras_augment="light",
+        workers=0,
+        stages=[
+            {"name": "head", "trainable": "head", "epochs": 1, "image_size": 72},
+            {
+                "name": "top",
+                "trainable": 10,
+                "epochs": 1,
+                "image_size": 80,
+                "optimizer": "adamw",
+                "lr": 1e-4,
+                "schedule": "onecycle",
+            },
+        ],
+        label_smoothing=0.1,
+        class_weight="balanced",
+        early_stopping_patience=2,
+        gradient_accumulation_steps=None,
+        time_budget_minutes=30,
+        predict_reserve_minutes=1,
+        verbose=0,
+        predict_image_size=0,
+        tta=["identity", "hflip"],
+        tta_passes=2,
+    )
     return {**params, **overrides}
 
 

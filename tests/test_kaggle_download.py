@@ -1,4 +1,5 @@
 """`make data` (python -m lib.download) against the fake kaggle CLI: download, unpack, verify, failures, secrets."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ def served(tmp_path):
 
 
 def downloads(env) -> list[str]:
-    return [c["argv"][c["argv"].index("-f") + 1] for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "download"]]
+    return [
+        c["argv"][c["argv"].index("-f") + 1] for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "download"]
+    ]
 
 
 def assert_one_clean_line(result, *needles):
@@ -102,17 +105,27 @@ def test_no_credentials_names_every_way_and_calls_nothing(tmp_path, served):
     files, _ = served
     env = kaggle_env(tmp_path, credentials=False, FAKE_KAGGLE_FILES=str(files))
     result = run_module("lib.download", "--data-dir", str(tmp_path / "data"), env=env)
-    assert_one_clean_line(result, "no Kaggle credentials", "~/.kaggle/kaggle.json", "KAGGLE_CONFIG_DIR",
-                          "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
+    assert_one_clean_line(
+        result,
+        "no Kaggle credentials",
+        "~/.kaggle/kaggle.json",
+        "KAGGLE_CONFIG_DIR",
+        "KAGGLE_USERNAME",
+        "KAGGLE_KEY",
+        "KAGGLE_API_TOKEN",
+    )
     assert kaggle_calls(env) == []
     assert not (tmp_path / "home" / ".kaggle").exists(), "the kaggle package was imported (it creates this folder)"
 
 
-@pytest.mark.parametrize("fail, needle", [
-    ("403", "accept the rules on https://www.kaggle.com/c/sf-dl-car-classification/rules"),
-    ("network", "network is unreachable"),
-    ("auth", "Kaggle rejected the credentials"),
-])
+@pytest.mark.parametrize(
+    "fail, needle",
+    [
+        ("403", "accept the rules on https://www.kaggle.com/c/sf-dl-car-classification/rules"),
+        ("network", "network is unreachable"),
+        ("auth", "Kaggle rejected the credentials"),
+    ],
+)
 def test_kaggle_failures_become_one_line(tmp_path, served, fail, needle):
     files, _ = served
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files), FAKE_KAGGLE_FAIL=fail)

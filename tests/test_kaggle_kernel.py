@@ -1,4 +1,5 @@
 """The Kaggle kernel bundle (python -m lib.kernel): metadata, valid notebook, byte-exact lib, runs on a fake /kaggle."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, run_module
 
 LIB = PROJECT_ROOT / "lib"
-TINY_NOTEBOOK = '''\
+TINY_NOTEBOOK = """\
 # %% [markdown]
 # A tiny notebook: on Kaggle it must import the bundled lib and write /kaggle/working/submission.csv.
 
@@ -29,7 +30,7 @@ assert lib.paths.on_kaggle()
 data_dir = lib.paths.resolve_data_dir()
 ids = read_sample_ids(data_dir / "sample-submission.csv")
 write_submission(ids, [category] * len(ids), lib.paths.output_root() / "submission.csv", ids)
-'''
+"""
 
 
 def build(tmp_path, env, notebook, *extra) -> Path:
@@ -72,8 +73,15 @@ def test_build_writes_metadata_and_a_valid_notebook(tmp_path, tiny):
 def test_kernel_id_from_parameter_and_error_without_user(tmp_path, tiny):
     out = build(tmp_path, kaggle_env(tmp_path, credentials=False), tiny, "--id", "someone/my-cars-kernel")
     assert json.loads((out / "kernel-metadata.json").read_text())["id"] == "someone/my-cars-kernel"
-    result = run_module("lib.kernel", "build", "--notebook", str(tiny), "--out", str(tmp_path / "b2"),
-                        env=kaggle_env(tmp_path, credentials=False))
+    result = run_module(
+        "lib.kernel",
+        "build",
+        "--notebook",
+        str(tiny),
+        "--out",
+        str(tmp_path / "b2"),
+        env=kaggle_env(tmp_path, credentials=False),
+    )
     assert result.returncode == 1 and "KERNEL_ID=" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -94,9 +102,26 @@ def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
     root = tmp_path / "kaggle"
     data = fake_kaggle_tree(root)
     env = {**kaggle_env(tmp_path), "CARS_KAGGLE_ROOT": str(root), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-m", "papermill", str(out / "07_tiny.ipynb"), str(tmp_path / "run.ipynb"),
-                             "-k", "python3", "--cwd", str(root / "working"), "-p", "category", "7"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(out / "07_tiny.ipynb"),
+            str(tmp_path / "run.ipynb"),
+            "-k",
+            "python3",
+            "--cwd",
+            str(root / "working"),
+            "-p",
+            "category",
+            "7",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     executed = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
@@ -139,7 +164,9 @@ REAL_NOTEBOOK = PROJECT_ROOT / "notebooks" / "03_xception.py"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_NOTEBOOK.is_file(), reason="notebooks/03_xception.py (lead's notebook series) not present yet")
+@pytest.mark.skipif(
+    not REAL_NOTEBOOK.is_file(), reason="notebooks/03_xception.py (lead's notebook series) not present yet"
+)
 def test_real_notebook_bundle_writes_a_submission_on_fake_kaggle_with_demo_data(tmp_path):
     """The 'Save & Run' path: 03_xception bundled, demo data as /kaggle/input, submission.csv in /kaggle/working."""
     import yaml
@@ -148,18 +175,40 @@ def test_real_notebook_bundle_writes_a_submission_on_fake_kaggle_with_demo_data(
     root = tmp_path / "kaggle"
     data = root / "input" / "sf-dl-car-classification"
     (root / "working").mkdir(parents=True)
-    demo = run_module("lib.demo", "--out", str(data), "--train-per-class", "8", "--test-per-class", "2",
-                      env=kaggle_env(tmp_path))
+    demo = run_module(
+        "lib.demo", "--out", str(data), "--train-per-class", "8", "--test-per-class", "2", env=kaggle_env(tmp_path)
+    )
     assert demo.returncode == 0, demo.stderr
     params = tmp_path / "params.yaml"
     profile = PROJECT_ROOT / "profiles" / "demo" / "03_xception.yaml"
     settings = yaml.safe_load(profile.read_text()) if profile.is_file() else {}
     settings.pop("data_dir", None)  # on Kaggle the notebook finds its input by itself
     params.write_text(yaml.safe_dump(settings))
-    env = {**kaggle_env(tmp_path), "CARS_KAGGLE_ROOT": str(root), "PYTHONPATH": "", "KERAS_HOME": str(tmp_path / "keras")}
-    result = subprocess.run([sys.executable, "-m", "papermill", str(out / "03_xception.ipynb"), str(tmp_path / "run.ipynb"),
-                             "-k", "python3", "--cwd", str(root / "working"), "-f", str(params)],
-                            env=env, capture_output=True, text=True, timeout=1800)
+    env = {
+        **kaggle_env(tmp_path),
+        "CARS_KAGGLE_ROOT": str(root),
+        "PYTHONPATH": "",
+        "KERAS_HOME": str(tmp_path / "keras"),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(out / "03_xception.ipynb"),
+            str(tmp_path / "run.ipynb"),
+            "-k",
+            "python3",
+            "--cwd",
+            str(root / "working"),
+            "-f",
+            str(params),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
     assert len(frame) == len(read_sample_ids(data / "sample-submission.csv"))

@@ -1,4 +1,5 @@
 """`make submit` / `make submissions` (python -m lib.submit) against the fake kaggle CLI, on the real 6,675 test ids."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,8 +14,9 @@ from lib.runs import git_commit
 from tests.kaggle_fixtures import SECRET_KEY, kaggle_calls, kaggle_env, run_module
 
 REAL_SAMPLE = SHARED_DIR / "sample-submission.csv"
-needs_real_sample = pytest.mark.skipif(not REAL_SAMPLE.is_file(),
-                                       reason=f"real sample-submission.csv not found at {REAL_SAMPLE} (../shared absent)")
+needs_real_sample = pytest.mark.skipif(
+    not REAL_SAMPLE.is_file(), reason=f"real sample-submission.csv not found at {REAL_SAMPLE} (../shared absent)"
+)
 
 
 def uploads(env) -> list[dict]:
@@ -91,15 +93,19 @@ def _no_jpg(lines):
 
 
 @needs_real_sample
-@pytest.mark.parametrize("corrupt, reason", [
-    (_drop_last, "1 Id(s) of sample-submission.csv are missing"),
-    (_extra_row, "1 Id(s) not in sample-submission.csv, first ['999999999.jpg']"),
-    (_duplicate, "1 duplicate Id(s)"),
-    (_header, "header must be exactly `Id,Category`, found `id,category`"),
-    (_float_category, "Category must be an integer 0-9, found '3.0'"),
-    (_category_10, "Category must be 0-9, found 10"),
-    (_no_jpg, "Ids must keep the `.jpg` extension"),
-], ids=["missing-row", "extra-row", "duplicate-id", "wrong-header", "float-category", "category-10", "no-jpg"])
+@pytest.mark.parametrize(
+    "corrupt, reason",
+    [
+        (_drop_last, "1 Id(s) of sample-submission.csv are missing"),
+        (_extra_row, "1 Id(s) not in sample-submission.csv, first ['999999999.jpg']"),
+        (_duplicate, "1 duplicate Id(s)"),
+        (_header, "header must be exactly `Id,Category`, found `id,category`"),
+        (_float_category, "Category must be an integer 0-9, found '3.0'"),
+        (_category_10, "Category must be 0-9, found 10"),
+        (_no_jpg, "Ids must keep the `.jpg` extension"),
+    ],
+    ids=["missing-row", "extra-row", "duplicate-id", "wrong-header", "float-category", "category-10", "no-jpg"],
+)
 def test_invalid_file_is_refused_and_never_uploaded(tmp_path, real_data, good_lines, corrupt, reason):
     env = kaggle_env(tmp_path)
     file = write(tmp_path / "sub.csv", corrupt(good_lines))
@@ -147,13 +153,19 @@ def test_default_file_and_message_come_from_the_run_record(tmp_path, real_data, 
     write(working / "submissions" / "submission.csv", good_lines)
     record = working / "runs" / "full" / "05_ensemble"
     record.mkdir(parents=True)
-    (record / "metrics.json").write_text(json.dumps(
-        {"val_accuracy": 0.97125, "models": ["03_xception", "04_efficientnetb7"], "profile": "full"}))
+    (record / "metrics.json").write_text(
+        json.dumps({"val_accuracy": 0.97125, "models": ["03_xception", "04_efficientnetb7"], "profile": "full"})
+    )
     result = run_module("lib.submit", "--data-dir", str(real_data), env=env)
     assert result.returncode == 0, result.stderr
     message = message_of(uploads(env)[0])
-    for part in ("05_ensemble (03_xception+04_efficientnetb7)", "profile full", "val_acc 0.9712",
-                 f"git {git_commit()}", dt.date.today().isoformat()):
+    for part in (
+        "05_ensemble (03_xception+04_efficientnetb7)",
+        "profile full",
+        "val_acc 0.9712",
+        f"git {git_commit()}",
+        dt.date.today().isoformat(),
+    ):
         assert part in message
 
 
@@ -174,18 +186,24 @@ def test_rules_not_accepted_on_upload(tmp_path, demo_data):
 
 
 def test_list_appends_new_rows_and_keeps_history(tmp_path):
-    first = write(tmp_path / "first.csv", [
-        "Warning: Your Kaggle API key is readable by other users on this system!",  # the CLI prints it first
-        "ref,fileName,date,description,status,publicScore,privateScore",
-        "11,submission.csv,2026-11-19 09:00:00,old one,SubmissionStatus.COMPLETE,0.93408,",
-        "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.PENDING,,",
-    ])
+    first = write(
+        tmp_path / "first.csv",
+        [
+            "Warning: Your Kaggle API key is readable by other users on this system!",  # the CLI prints it first
+            "ref,fileName,date,description,status,publicScore,privateScore",
+            "11,submission.csv,2026-11-19 09:00:00,old one,SubmissionStatus.COMPLETE,0.93408,",
+            "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.PENDING,,",
+        ],
+    )
     # Kaggle later lists only the recent ones: 12 is now scored, 13 is new, 11 is no longer listed.
-    second = write(tmp_path / "second.csv", [
-        "ref,fileName,date,description,status,publicScore,privateScore",
-        "13,submission.csv,2026-11-21 11:00:00,new one,SubmissionStatus.COMPLETE,0.96100,",
-        "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.COMPLETE,0.95210,",
-    ])
+    second = write(
+        tmp_path / "second.csv",
+        [
+            "ref,fileName,date,description,status,publicScore,privateScore",
+            "13,submission.csv,2026-11-21 11:00:00,new one,SubmissionStatus.COMPLETE,0.96100,",
+            "12,submission.csv,2026-11-20 10:00:00,pending one,SubmissionStatus.COMPLETE,0.95210,",
+        ],
+    )
     board = tmp_path / "fake-kaggle" / "working" / "submissions" / "leaderboard.csv"
     env = kaggle_env(tmp_path, FAKE_KAGGLE_SUBMISSIONS=str(first))
     result = run_module("lib.submit", "list", env=env)
@@ -211,12 +229,20 @@ def test_make_targets_through_kaggle_mk(tmp_path, demo_data):
     from tests.kaggle_fixtures import PROJECT_ROOT
 
     makefile = tmp_path / "Makefile"
-    makefile.write_text(f"PY := {sys.executable}\nvenv:\n\t@true\n"
-                        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
-                        f"include {PROJECT_ROOT / 'kaggle.mk'}\n")
+    makefile.write_text(
+        f"PY := {sys.executable}\nvenv:\n\t@true\n"
+        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
+        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
+    )
     env = kaggle_env(tmp_path)
-    helped = subprocess.run(["make", "-s", "-f", str(makefile), "help"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    helped = subprocess.run(
+        ["make", "-s", "-f", str(makefile), "help"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     listed = {line.split(":")[0] for line in helped.stdout.splitlines()}
     assert {"data", "submit", "submissions", "kaggle-kernel", "kaggle-push", "kaggle-status", "kaggle-output"} <= listed
 
@@ -224,10 +250,11 @@ def test_make_targets_through_kaggle_mk(tmp_path, demo_data):
     args = ["make", "-s", "-f", str(makefile), "submit", f"FILE={file}", f"DATA_DIR={demo_data}"]
     refused = subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "FORCE=1" in refused.stderr and uploads(env) == []
-    done = subprocess.run(args + ["FORCE=1", "MSG=it's \"mine\""], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        args + ["FORCE=1", 'MSG=it\'s "mine"'], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
-    assert message_of(uploads(env)[0]) == "it's \"mine\""
+    assert message_of(uploads(env)[0]) == 'it\'s "mine"'
 
 
 @needs_real_sample

@@ -1,4 +1,5 @@
 """LR range test: exponential ramp, per-batch losses, early stop on divergence, weights restored."""
+
 import keras
 import numpy as np
 import pytest
@@ -16,8 +17,14 @@ def separable_data(n=256, seed=0):
 
 def tiny_model(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.BatchNormalization(), keras.layers.Dense(2, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
 
 
 class Batches(keras.utils.PyDataset):
@@ -37,8 +44,16 @@ def test_range_test_ramps_exponentially_restores_weights_and_suggests_sane_lr():
     x, y = separable_data()
     model = tiny_model()
     before = [w.copy() for w in model.get_weights()]  # includes BatchNorm moving statistics
-    result = lr_range_test(model, (x, y), loss="categorical_crossentropy", min_lr=1e-5, max_lr=1e3,
-                           steps=120, batch_size=32, optimizer="sgd")
+    result = lr_range_test(
+        model,
+        (x, y),
+        loss="categorical_crossentropy",
+        min_lr=1e-5,
+        max_lr=1e3,
+        steps=120,
+        batch_size=32,
+        optimizer="sgd",
+    )
     assert isinstance(result, LRFindResult)
     history = result.history
     assert list(history.columns) == ["step", "lr", "loss", "smoothed_loss"]

@@ -1,4 +1,5 @@
 """Model building: heads, staged freezing, BatchNorm modes, precision policy, and offline ImageNet weights."""
+
 import urllib.error
 
 import keras
@@ -6,9 +7,15 @@ import numpy as np
 import pytest
 
 from lib import NUM_CLASSES
-from lib.models import (WeightsUnavailableError, backbone_of, build_model, load_backbone, resolve_precision,
-                        set_trainable)
-from lib.models import count_params
+from lib.models import (
+    WeightsUnavailableError,
+    backbone_of,
+    build_model,
+    count_params,
+    load_backbone,
+    resolve_precision,
+    set_trainable,
+)
 
 SMALL = "mobilenetv3small"  # a real keras.applications backbone that builds and trains fast
 
@@ -21,7 +28,7 @@ def model():
 @pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
 def test_head_variants_give_probabilities(pooling):
     net = build_model(SMALL, weights=None, pooling=pooling, dense_units=8, activation="gelu", l2=1e-4)
-    probs = keras.ops.convert_to_numpy(net(np.random.randint(0, 255, (2, 64, 48, 3), dtype=np.uint8)))
+    probs = keras.ops.convert_to_numpy(net(np.random.default_rng(0).integers(0, 255, (2, 64, 48, 3), dtype=np.uint8)))
     assert probs.shape == (2, NUM_CLASSES) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert ("avgmax" in [layer.name for layer in net.layers]) == (pooling == "avgmax")
 
@@ -30,8 +37,14 @@ def test_trainable_choices(model):
     base = backbone_of(model)
     # Counted on the fresh model, where every layer is trainable.
     head = count_params([w for layer in model.layers if layer is not base for w in layer.trainable_weights])
-    backbone_no_bn = count_params([w for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization)
-                                   for w in layer.trainable_weights])
+    backbone_no_bn = count_params(
+        [
+            w
+            for layer in base.layers
+            if not isinstance(layer, keras.layers.BatchNormalization)
+            for w in layer.trainable_weights
+        ]
+    )
     assert set_trainable(model, "head") == head
     assert set_trainable(model, "all") == head + backbone_no_bn
     top = set_trainable(model, 10)
@@ -52,8 +65,11 @@ def fit_one_step(net):
 
 
 def moving_means(net):
-    return [keras.ops.convert_to_numpy(layer.moving_mean).copy() for layer in backbone_of(net).layers
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        keras.ops.convert_to_numpy(layer.moving_mean).copy()
+        for layer in backbone_of(net).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 @pytest.mark.parametrize("mode, changes", [("frozen", False), ("train", True)])
@@ -115,6 +131,6 @@ def test_weights_attached_on_kaggle_are_used(monkeypatch, tmp_path):
     monkeypatch.setenv("CARS_KAGGLE_ROOT", str(tmp_path / "kaggle"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     assert find_attached_weights(SMALL) == attached
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - Keras raises a bare Exception for a file it cannot read
         load_backbone(SMALL, "imagenet")  # not a real h5 file, but it must have been copied into the cache first
     assert cached_weights_path(SMALL).read_bytes() == b"h5"

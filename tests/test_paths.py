@@ -1,4 +1,5 @@
 """Data folder resolution, profiles and output locations."""
+
 from pathlib import Path
 
 from lib import paths

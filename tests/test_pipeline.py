@@ -1,4 +1,5 @@
 """lib.pipeline.ImageSequence: shapes, one-hot labels, partial last batch, seeded shuffle, cache, bad files."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -126,10 +127,16 @@ def test_tiny_model_fits_and_predicts_on_image_sequence(image_files):
 
     labels = np.arange(len(image_files)) % lib.NUM_CLASSES
     train = ImageSequence(image_files, labels, image_size=24, batch_size=4, augment="light", shuffle=True, workers=2)
-    model = keras.Sequential([
-        keras.Input((24, 24, 3)), keras_augmentation("light", seed=0), keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(lib.NUM_CLASSES, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((24, 24, 3)),
+            keras_augmentation("light", seed=0),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(lib.NUM_CLASSES, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(train, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
@@ -141,8 +148,13 @@ def test_tiny_model_fits_and_predicts_on_image_sequence(image_files):
 
 @pytest.mark.parametrize("use_cache", [False, True])
 def test_flip_and_neutral_affine_match_plain_resize(image_files, tmp_path, use_cache):
-    seq = ImageSequence(image_files, image_size=32, batch_size=4, augment="medium",
-                        cache_dir=(tmp_path / "cache") if use_cache else None)
+    seq = ImageSequence(
+        image_files,
+        image_size=32,
+        batch_size=4,
+        augment="medium",
+        cache_dir=(tmp_path / "cache") if use_cache else None,
+    )
     plain, flipped, warped = (np.empty((32, 32, 3), np.uint8) for _ in range(3))
     assert seq.load(1, plain)
     assert seq.load(1, flipped, FixedRandom([0.0, 0.99]))  # flip drawn, affine not

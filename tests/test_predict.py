@@ -1,4 +1,5 @@
 """Test-time augmentation: named transforms, pass plans, averaging, padding and the unreadable-image fallback."""
+
 import numpy as np
 import pytest
 
@@ -27,7 +28,7 @@ class Batches:
         return -(-len(self.images) // self.batch_size)
 
     def __getitem__(self, index):
-        return self.images[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.images[index * self.batch_size : (index + 1) * self.batch_size]
 
 
 def left_bright_images(count, size=16):
@@ -47,8 +48,9 @@ def test_identity_and_hflip_are_averaged():
 def test_pass_count_and_padding():
     """10 passes over 5 images in batches of 4: 2 batches x 10 calls, each of the full batch size."""
     model = LeftBrightModel()
-    probs = predict_probs(model, Batches(left_bright_images(5), 4), ["identity", "hflip", "crop"], passes=10,
-                          progress=False)
+    probs = predict_probs(
+        model, Batches(left_bright_images(5), 4), ["identity", "hflip", "crop"], passes=10, progress=False
+    )
     assert probs.shape == (5, NUM_CLASSES)
     assert model.batch_sizes == [4] * 20
 

@@ -1,4 +1,5 @@
 """Schedules: exact LR values against the published formulas, serialization, optimizer factory."""
+
 import math
 
 import keras
@@ -17,7 +18,7 @@ def smith_clr(step, base, peak, step_size, mode, gamma=1.0):
     """Reference from Smith 2017 / bckenstler's CLR, written independently of the module."""
     cycle = math.floor(1 + step / (2 * step_size))
     x = abs(step / step_size - 2 * cycle + 1)
-    scale = {"triangular": 1.0, "triangular2": 1 / (2 ** (cycle - 1)), "exp_range": gamma ** step}[mode]
+    scale = {"triangular": 1.0, "triangular2": 1 / (2 ** (cycle - 1)), "exp_range": gamma**step}[mode]
     return base + (peak - base) * max(0.0, 1 - x) * scale
 
 
@@ -41,7 +42,7 @@ def test_cyclic_lr_matches_smith_formula(mode, gamma):
         assert lr_at(schedule, step) == pytest.approx(smith_clr(step, 0.001, 0.006, 10, mode, gamma), rel=1e-5)
     # landmarks: base at cycle starts, peak at the first apex, triangular2 halves the second apex
     assert lr_at(schedule, 0) == pytest.approx(0.001)
-    assert lr_at(schedule, 10) == pytest.approx(0.001 + 0.005 * (gamma ** 10), rel=1e-5)
+    assert lr_at(schedule, 10) == pytest.approx(0.001 + 0.005 * (gamma**10), rel=1e-5)
     if mode == "triangular2":
         assert lr_at(schedule, 30) == pytest.approx(0.001 + 0.0025, rel=1e-5)
 
@@ -89,14 +90,19 @@ def test_make_schedule_names_and_options():
 def test_lr_curve_values():
     assert np.array_equal(lr_curve(0.002, 5), np.full(5, 0.002))
     cyc = CyclicLR(0.0, 1.0, step_size=4)
-    np.testing.assert_allclose(lr_curve(cyc, 9), [0, .25, .5, .75, 1, .75, .5, .25, 0], atol=1e-7)
+    np.testing.assert_allclose(lr_curve(cyc, 9), [0, 0.25, 0.5, 0.75, 1, 0.75, 0.5, 0.25, 0], atol=1e-7)
     cosine = make_schedule("cosine", 0.01, 10, 5, warmup_epochs=1)  # not vectorisable: per-step fallback
     curve = lr_curve(cosine, 50)
     assert curve.shape == (50,) and curve[5] == pytest.approx(0.005) and curve.argmax() == 10
 
 
-@pytest.mark.parametrize("schedule", [CyclicLR(1e-4, 1e-2, 20, mode="exp_range", gamma=0.999),
-                                      OneCycle(0.02, 300, pct_start=0.2, div_factor=10, final_div_factor=50)])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        CyclicLR(1e-4, 1e-2, 20, mode="exp_range", gamma=0.999),
+        OneCycle(0.02, 300, pct_start=0.2, div_factor=10, final_div_factor=50),
+    ],
+)
 def test_get_config_round_trip(schedule):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert type(restored) is type(schedule) and restored.get_config() == schedule.get_config()
@@ -105,8 +111,9 @@ def test_get_config_round_trip(schedule):
 
 def test_model_with_cyclic_lr_saves_and_loads(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    model.compile(optimizer=make_optimizer("sgd", CyclicLR(0.01, 0.1, 5, mode="triangular2")),
-                  loss="categorical_crossentropy")
+    model.compile(
+        optimizer=make_optimizer("sgd", CyclicLR(0.01, 0.1, 5, mode="triangular2")), loss="categorical_crossentropy"
+    )
     x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
     y = keras.utils.to_categorical(np.arange(16) % 3, 3)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)

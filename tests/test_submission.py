@@ -1,4 +1,5 @@
 """Submission validation against the real sample-submission.csv, atomic writing and scoring."""
+
 import os
 import signal
 import subprocess
@@ -27,15 +28,18 @@ def test_valid_submission_is_returned_in_sample_order(real_ids):
     assert result["Id"].tolist() == real_ids and (result["Category"] == 3).all()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: f.iloc[1:], "missing"),
-    (lambda f: pd.concat([f, frame(["999999.jpg"])]), "not in sample-submission"),
-    (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate"),
-    (lambda f: f.rename(columns={"Category": "label"}), "header"),
-    (lambda f: f.assign(Category=f["Category"].astype(float)), "integer"),
-    (lambda f: f.assign(Category=10), "0-9"),
-    (lambda f: f.assign(Id=f["Id"].str.removesuffix(".jpg")), ".jpg"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f.iloc[1:], "missing"),
+        (lambda f: pd.concat([f, frame(["999999.jpg"])]), "not in sample-submission"),
+        (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate"),
+        (lambda f: f.rename(columns={"Category": "label"}), "header"),
+        (lambda f: f.assign(Category=f["Category"].astype(float)), "integer"),
+        (lambda f: f.assign(Category=10), "0-9"),
+        (lambda f: f.assign(Id=f["Id"].str.removesuffix(".jpg")), ".jpg"),
+    ],
+)
 def test_each_defect_is_named(real_ids, damage, message):
     with pytest.raises(SubmissionError, match=message):
         validate_submission(damage(frame(real_ids)), real_ids)
@@ -71,11 +75,16 @@ def slow_to_csv(self, path, **kw):
     time.sleep(60)
 pd.DataFrame.to_csv = slow_to_csv
 from lib.submission import write_submission, read_sample_ids
-ids = read_sample_ids({str(tiny_demo / 'sample-submission.csv')!r})
+ids = read_sample_ids({str(tiny_demo / "sample-submission.csv")!r})
 write_submission(ids, [2] * len(ids), {str(target)!r}, ids)
 """
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                               cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert process.stdout.readline().strip() == "writing"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -88,11 +97,15 @@ def test_cli_score_and_validate(tiny_demo, tmp_path):
     labels = pd.read_csv(tiny_demo / "test_labels.csv").set_index("Id").loc[ids, "Category"].to_numpy()
     path = write_submission(ids, labels, tmp_path / "s.csv", ids)
     run = [sys.executable, "-m", "lib.submission"]
-    scored = subprocess.run(run + ["score", str(path), "--labels", str(tiny_demo / "test_labels.csv")],
-                            capture_output=True, text=True)
+    scored = subprocess.run(
+        run + ["score", str(path), "--labels", str(tiny_demo / "test_labels.csv")], capture_output=True, text=True
+    )
     assert scored.returncode == 0 and "accuracy 1.00000" in scored.stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("Id,Category\n")
-    checked = subprocess.run(run + ["validate", str(bad), "--sample", str(tiny_demo / "sample-submission.csv")],
-                             capture_output=True, text=True)
+    checked = subprocess.run(
+        run + ["validate", str(bad), "--sample", str(tiny_demo / "sample-submission.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 1 and "missing" in checked.stderr and "Traceback" not in checked.stderr

@@ -1,4 +1,5 @@
 """Staged training: stage parsing, the time budget (fake clock), resume after a finished or killed stage."""
+
 import json
 import os
 import signal
@@ -109,8 +110,10 @@ result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequen
 print(json.dumps({"stopped_by_budget": result.stopped_by_budget, "epochs": len(result.history)}))
 """
 
-STAGES = [{"name": "head", "trainable": "head", "epochs": 1, "image_size": 32},
-          {"name": "all", "trainable": "all", "epochs": 3, "image_size": 40, "lr": 1e-4}]
+STAGES = [
+    {"name": "head", "trainable": "head", "epochs": 1, "image_size": 32},
+    {"name": "all", "trainable": "all", "epochs": 3, "image_size": 40, "lr": 1e-4},
+]
 
 
 def train_in_subprocess(demo, run_dir, stages=STAGES, budget=0.0, **popen):
@@ -129,7 +132,9 @@ def test_rerun_skips_finished_stages(tiny_demo, tmp_path):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3] and history["stage"].tolist() == [1, 2, 2, 2]
     assert history["image_size"].tolist() == [32, 40, 40, 40]  # progressive resizing
-    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "last_stage.weights.h5"} <= set(os.listdir(tmp_path / "run"))
+    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "last_stage.weights.h5"} <= set(
+        os.listdir(tmp_path / "run")
+    )
     stages = [json.loads((tmp_path / "run" / f"stage_{k}.json").read_text()) for k in (1, 2)]
     assert stages[0]["trainable_params"] < stages[1]["trainable_params"]
     again, output = train_in_subprocess(tiny_demo, tmp_path / "run")
@@ -144,6 +149,7 @@ def test_killed_mid_stage_resumes_from_the_last_epoch(tiny_demo, tmp_path):
     process = train_in_subprocess(tiny_demo, run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = run / "history.csv"
     deadline = time.time() + 500
+
     def epochs_logged():
         try:
             return len(pd.read_csv(history))
@@ -212,8 +218,9 @@ def test_pseudo_label_stage_adds_the_confident_test_rows(tiny_demo, tmp_path):
     model = build_model("mobilenetv3small", weights=None, dense_units=4)
     stages = [{"name": "pseudo", "trainable": "head", "epochs": 1, "image_size": 32, "pseudo_labels": True}]
     with pytest.raises(StopBeforeFit):
-        train_stages(model, stages, train, val, RunRecord(tmp_path / "a"), make_sequence=capture,
-                     pseudo_labelled=pseudo)
+        train_stages(
+            model, stages, train, val, RunRecord(tmp_path / "a"), make_sequence=capture, pseudo_labelled=pseudo
+        )
     assert seen == [len(train) + 2]
     with pytest.raises(ValueError, match="05_ensemble"):
         train_stages(model, stages, train, val, RunRecord(tmp_path / "b"), make_sequence=capture)
@@ -247,11 +254,28 @@ def test_label_smoothing_and_optimizer_reach_the_compiled_model(tiny_demo, tmp_p
         raise StopBeforeFit
 
     monkeypatch.setattr(model, "fit", stop)
-    stages = [{"name": "s", "trainable": "head", "epochs": 2, "image_size": 32, "optimizer": "sgd", "lr": 0.1,
-               "schedule": "cyclic", "weight_decay": 1e-4}]
+    stages = [
+        {
+            "name": "s",
+            "trainable": "head",
+            "epochs": 2,
+            "image_size": 32,
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "schedule": "cyclic",
+            "weight_decay": 1e-4,
+        }
+    ]
     with pytest.raises(StopBeforeFit):
-        train_stages(model, stages, train, val, RunRecord(tmp_path / "run"), label_smoothing=0.2,
-                     make_sequence=lambda frame, *rest: list(range(len(frame) // 8 + 1)))
+        train_stages(
+            model,
+            stages,
+            train,
+            val,
+            RunRecord(tmp_path / "run"),
+            label_smoothing=0.2,
+            make_sequence=lambda frame, *rest: list(range(len(frame) // 8 + 1)),
+        )
     assert model.loss.get_config()["label_smoothing"] == 0.2
     assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
     assert type(model.optimizer._learning_rate).__name__ == "CyclicLR"
