@@ -23,6 +23,19 @@ from lib.paths import PROJECT_ROOT
 _UMASK = os.umask(0)  # the only way to read the umask is to set it; restored on the next line
 os.umask(_UMASK)
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
+# The only parameters that cannot change the trained weights, so they may differ between a run and its resume:
+# where the run lives, how much it prints, how it is fed, when it stops, how it predicts and names its submission.
+# Every other parameter counts: changing it moves the old run aside (RunRecord.start).
+RESUME_SAFE = frozenset(
+    {
+        "run_name", "run_dir", "profile",  # where the run lives
+        "verbose", "workers",
+        "time_budget_minutes", "predict_reserve_minutes",
+        "tta", "tta_passes", "predict_image_size",
+        "lr_find_steps",
+        "submission_name",
+    }
+)  # fmt: skip
 TRACKED_PACKAGES = (
     "keras",
     "tensorflow",
@@ -123,6 +136,13 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+def changed_settings(previous: dict, params: dict) -> list[str]:
+    """The parameters whose change makes a run in progress unusable: every key outside RESUME_SAFE whose value
+    differs (a list that only grew at the end, e.g. an appended stage, keeps the finished part)."""
+    keys = sorted((set(previous) | set(params)) - RESUME_SAFE)
+    return [key for key in keys if not _compatible(previous.get(key), params.get(key))]
+
+
 def _compatible(old, new) -> bool:
     """Same value, or a list that only grew at the end (stages appended to a run keep the finished ones)."""
     same = lambda a, b: json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
@@ -141,13 +161,13 @@ class RunRecord:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def start(self, params: dict, fingerprint_keys: list[str] | None = None) -> None:
-        """Record params and versions. If the folder holds a run with different `fingerprint_keys`
-        values, move that run aside (nothing is deleted) so a resume never mixes two set-ups."""
+    def start(self, params: dict, resumable: bool = True) -> None:
+        """Record params and versions. A resumable run (one that trains) whose folder holds a run with other
+        settings (any parameter outside RESUME_SAFE) moves that run aside first (nothing is deleted), so a
+        resume never mixes two set-ups."""
         old = self.path("params.json")
-        if old.exists() and fingerprint_keys:
-            previous = read_json(old)
-            changed = [k for k in fingerprint_keys if not _compatible(previous.get(k), params.get(k))]
+        if old.exists() and resumable:
+            changed = changed_settings(read_json(old), params)
             if changed:
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                 aside = self.dir.with_name(f"{self.dir.name}.old-{stamp}")

@@ -1,0 +1,131 @@
+"""Safe resume: which parameter changes start a run afresh, and the state a resumed stage must get back."""
+
+import json
+
+import jupytext
+import keras
+import numpy as np
+import pytest
+
+from lib.paths import PROJECT_ROOT
+from lib.runs import RESUME_SAFE, RunRecord
+from lib.train import CallbackState, TrainSettings, lr_per_step, plan_stages, reseed_model
+
+
+def notebook_parameters(name: str) -> dict:
+    """The defaults of a notebook's `parameters` cell, as papermill would see them."""
+    notebook = jupytext.read(PROJECT_ROOT / "notebooks" / f"{name}.py")
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("_")}
+
+
+def changed(value):
+    """Another value of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-changed"
+    if isinstance(value, list):
+        return value[:-1] if value else ["x"]  # shorter: not a run that only grew at the end
+    if isinstance(value, dict):
+        return {**value, "changed": 1}
+    return "changed"
+
+
+MODEL_NOTEBOOKS = ["03_xception", "04_efficientnetb7"]
+
+
+@pytest.mark.parametrize("notebook", MODEL_NOTEBOOKS)
+def test_every_parameter_outside_the_allow_list_starts_afresh(notebook, tmp_path):
+    base = notebook_parameters(notebook)
+    for key, value in base.items():
+        run_dir = tmp_path / key
+        RunRecord(run_dir).start(base)
+        (run_dir / "stage_1.json").write_text("{}")
+        RunRecord(run_dir).start({**base, key: changed(value)})
+        resumed = (run_dir / "stage_1.json").exists()
+        moved = list(tmp_path.glob(f"{key}.old-*"))
+        if key in RESUME_SAFE:
+            assert resumed and not moved, f"changing {key} must keep the run"
+        else:
+            assert not resumed and len(moved) == 1, f"changing {key} must move the old run aside"
+
+
+def test_the_allow_list_names_real_parameters():
+    known = set().union(*(notebook_parameters(name) for name in MODEL_NOTEBOOKS)) | {"run_dir"}  # run_dir: tests
+    assert known >= RESUME_SAFE, f"RESUME_SAFE names unknown parameters: {sorted(RESUME_SAFE - known)}"
+
+
+def test_the_issue_case_dropout_moves_the_run_aside(tmp_path, capsys):
+    base = notebook_parameters("03_xception")
+    RunRecord(tmp_path / "run").start(base)
+    RunRecord(tmp_path / "run").start({**base, "dropout": 0.37})
+    assert "Settings changed (dropout): previous run moved to" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "params.json").read_text())["dropout"] == 0.37
+
+
+def test_notebooks_that_do_not_train_never_move_their_run(tmp_path):
+    RunRecord(tmp_path / "run").start({"seed": 1}, resumable=False)
+    RunRecord(tmp_path / "run").start({"seed": 2}, resumable=False)
+    assert not list(tmp_path.glob("run.old-*"))
+
+
+def test_plan_uses_each_stage_batch_size_for_steps_and_lr():
+    """04's full profile shrinks the batch 16 -> 8 -> 4: stages 2 and 3 take 2x and 4x the steps of a 16 batch."""
+    stages = [
+        {"name": "a", "epochs": 1, "batch_size": 16},
+        {"name": "b", "epochs": 2, "batch_size": 8, "schedule": "cosine"},
+        {"name": "c", "epochs": 1, "batch_size": 4, "pseudo_labels": True},
+        {"name": "d", "epochs": 1},
+    ]
+    plan = plan_stages(stages, train_rows=100, settings=TrainSettings(batch_size=32), pseudo_rows=20)
+    assert [p.batch_size for p in plan] == [16, 8, 4, 32]
+    assert [p.steps_per_epoch for p in plan] == [7, 13, 30, 4]  # ceil(100/16), ceil(100/8), ceil(120/4), ...
+    assert [p.first_epoch for p in plan] == [0, 1, 3, 4]
+    table = lr_per_step(plan)
+    assert table.groupby("stage", sort=False).size().tolist() == [7, 26, 30, 4]
+    assert table["step"].tolist() == list(range(67))
+
+
+def test_callback_state_puts_patience_counters_back(tmp_path):
+    path = tmp_path / "backup" / "callback_state.json"
+    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=5)
+    early.on_train_begin()
+    saver = CallbackState([early], path, first_epoch=2)
+    for epoch, accuracy in zip(range(2, 5), [0.5, 0.4, 0.45]):
+        saver.on_epoch_begin(epoch)
+        early.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        saver.on_epoch_end(epoch)
+    assert (early.wait, early.best) == (2, 0.5)
+    resumed = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=5)
+    resumed.on_train_begin()
+    restorer = CallbackState([resumed], path, first_epoch=2)
+    restorer.on_epoch_begin(4)  # killed after epoch 3 was backed up: the stage resumes at epoch 4
+    assert (resumed.wait, resumed.best, resumed.best_epoch) == (1, 0.5, 2)
+    fresh = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=5)
+    fresh.on_train_begin()
+    CallbackState([fresh], path, first_epoch=2).on_epoch_begin(2)  # the stage's first epoch: nothing to restore
+    assert (fresh.wait, fresh.best) == (0, None)
+
+
+def dropout_model():
+    inputs = keras.Input((64,))
+    return keras.Model(inputs, keras.layers.Dropout(0.5, seed=None)(inputs))
+
+
+def test_dropout_masks_depend_on_seed_and_epoch_only():
+    keras.utils.set_random_seed(1)
+    first, second = dropout_model(), dropout_model()
+    x = np.ones((4, 64), dtype="float32")
+    for _ in range(3):
+        second(x, training=True)  # a different history: more draws before this epoch
+    assert reseed_model(first, seed=7, epoch=3) == 1
+    reseed_model(second, seed=7, epoch=3)
+    same = [keras.ops.convert_to_numpy(m(x, training=True)) for m in (first, second)]
+    assert np.array_equal(*same)
+    reseed_model(second, seed=7, epoch=4)
+    assert not np.array_equal(same[0], keras.ops.convert_to_numpy(second(x, training=True)))
