@@ -10,33 +10,10 @@ import numpy as np
 import pandas as pd
 
 from lib import data, paths
+from lib.notebook import describe_data, open_run
 from lib.runs import RunRecord, seed_everything, write_csv
 
-# Settings whose change makes an old run folder unusable for resuming (it is moved aside, not deleted).
-FINGERPRINT = [
-    "data_dir",
-    "backbone",
-    "weights",
-    "seed",
-    "val_fraction",
-    "folds",
-    "stages",
-    "pooling",
-    "dense_units",
-    "head_batchnorm",
-    "keras_augment",
-    "precision",
-]
 STARTED = time.time()  # the notebook's start: the time budget counts from here
-
-
-def collect_params(namespace: dict, before: set) -> dict:
-    """The parameters cell's names (and papermill's injected overrides): globals defined after `before`."""
-    return {
-        k: v
-        for k, v in namespace.items()
-        if k not in before and not k.startswith("_") and isinstance(v, (str, int, float, bool, list, dict, type(None)))
-    }
 
 
 @dataclass
@@ -80,16 +57,13 @@ def setup(params: dict) -> Context:
     from lib.models import apply_precision, describe_device
 
     seed_everything(params["seed"])
-    data_dir = data.prepare_data_dir(paths.resolve_data_dir(params.get("data_dir")))
-    params = {**params, "data_dir": str(data_dir)}
-    run = RunRecord(params.get("run_dir") or paths.run_dir(params["profile"], params["run_name"]))
     precision = apply_precision(params.get("precision", "auto"))
-    run.start({**params, "precision_policy": precision}, fingerprint_keys=FINGERPRINT)
+    params, data_dir, run = open_run(params, resumable=True, precision_policy=precision)
     scan = data.scan(data_dir, max_bad_fraction=params.get("max_bad_fraction", 0.01))
     write_csv(run.path("problems.csv"), scan.problems)
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
     print(describe_device())
-    print(f"Data: {data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}; {scan.summary()}")
+    print(f"Data: {describe_data(data_dir)}; {scan.summary()}")
     split = (
         f"{params['folds']}-fold cross-validation"
         if params.get("folds", 0) >= 2
@@ -116,43 +90,55 @@ def build(ctx: Context):
     )
 
 
+def pseudo_labelled(ctx: Context) -> pd.DataFrame | None:
+    """The confident test rows 05 labelled (for a stage with "pseudo_labels": True), or None."""
+    p = ctx.params
+    if not any(stage.get("pseudo_labels") for stage in p["stages"]):
+        return None
+    source = Path(p.get("pseudo_labels_file") or paths.run_dir(p["profile"], "05_ensemble") / "pseudo_labels.csv")
+    if not source.exists():
+        return None
+    rows = pd.read_csv(source, dtype={"Id": str})
+    return rows[rows["Id"].isin(ctx.scan.test.loc[ctx.scan.test["readable"], "Id"])]
+
+
+def train_settings(ctx: Context):
+    """The notebook's training knobs, with the time budget (counted from the notebook's start) as a deadline."""
+    from lib.train import TrainSettings, deadline_from
+
+    p = ctx.params
+    budget = p.get("time_budget_minutes")
+    deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
+    return TrainSettings.from_params(p, deadline=deadline)
+
+
+def stage_plan(ctx: Context):
+    """Per stage: batch size, rows, steps and LR schedule; the plan `train` follows (lib.train.plan_stages)."""
+    from lib.train import plan_stages
+
+    pseudo = pseudo_labelled(ctx) if ctx.scan is not None else None
+    return plan_stages(ctx.params["stages"], len(ctx.train), train_settings(ctx), 0 if pseudo is None else len(pseudo))
+
+
 def planned_lr(ctx: Context) -> pd.DataFrame:
-    """The learning rate of every training step, stage by stage (lib.train.lr_per_step on this run's split)."""
+    """The learning rate of every training step, stage by stage, from the plan training follows."""
     from lib.train import lr_per_step
 
-    steps_per_epoch = -(-len(ctx.train) // ctx.params["batch_size"])
-    return lr_per_step(ctx.params["stages"], steps_per_epoch)
+    return lr_per_step(stage_plan(ctx))
 
 
 def train(ctx: Context, model):
-    from lib.train import deadline_from, train_stages
+    from lib.train import train_stages
 
-    p = ctx.params
-    pseudo = None
-    if any(stage.get("pseudo_labels") for stage in p["stages"]):
-        source = Path(p.get("pseudo_labels_file") or paths.run_dir(p["profile"], "05_ensemble") / "pseudo_labels.csv")
-        if source.exists():
-            pseudo = pd.read_csv(source, dtype={"Id": str})
-            pseudo = pseudo[pseudo["Id"].isin(ctx.scan.test.loc[ctx.scan.test["readable"], "Id"])]
-    budget = p.get("time_budget_minutes")
-    deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
     result = train_stages(
         model,
-        p["stages"],
+        ctx.params["stages"],
         ctx.train,
         ctx.val,
         ctx.run,
         make_sequence=lambda frame, size, batch, augment, shuffle: ctx.sequence(frame, size, batch, augment, shuffle),
-        batch_size=p["batch_size"],
-        augment=p["augment"],
-        label_smoothing=p["label_smoothing"],
-        class_weight=p.get("class_weight"),
-        early_stopping_patience=p["early_stopping_patience"],
-        deadline=deadline,
-        jit_compile=p["jit_compile"],
-        gradient_accumulation_steps=p.get("gradient_accumulation_steps"),
-        pseudo_labelled=pseudo,
-        verbose=p.get("verbose", "auto"),
+        settings=train_settings(ctx),
+        pseudo_labelled=pseudo_labelled(ctx),
     )
     ctx.run.update_metrics(
         stopped_by_budget=result.stopped_by_budget,
@@ -239,7 +225,7 @@ def cross_validate(ctx: Context) -> Evaluation:
             train=ctx.scan.train[~held_out].reset_index(drop=True),
             val=ctx.scan.train[held_out].reset_index(drop=True),
         )
-        fold_ctx.run.start({**p, "fold": fold}, fingerprint_keys=FINGERPRINT)
+        fold_ctx.run.start({**p, "fold": fold})
         seed_everything(p["seed"] + fold)
         model = build(fold_ctx)
         train(fold_ctx, model)

@@ -247,9 +247,13 @@ class ImageSequence(keras.utils.PyDataset):
         y[np.arange(len(rows)), self.labels[rows]] = 1.0
         return x, y
 
-    def on_epoch_end(self):
-        self.epoch += 1
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's order and augmentation from (seed, epoch), whatever ran before (a resumed run)."""
+        self.epoch = int(epoch)
         self._order = self._make_order()
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
 
     def fill_cache(self) -> int:
         """Decode every image into the cache now (otherwise it fills during the first epoch); returns the count."""

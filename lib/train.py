@@ -198,6 +198,157 @@ def read_history(run: RunRecord) -> pd.DataFrame:
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+@dataclass
+class TrainSettings:
+    """The notebook-level knobs of `train_stages` (a stage may override batch_size and augment)."""
+
+    batch_size: int = 32
+    augment: str = "medium"
+    label_smoothing: float = 0.0
+    class_weight: str | None = None
+    early_stopping_patience: int = 3
+    plateau_patience: int = 2
+    jit_compile: bool | str = "auto"
+    gradient_accumulation_steps: int | None = None
+    seed: int = 0
+    verbose: int | str = "auto"
+    deadline: float | None = None  # wall-clock seconds (time.time()); None: no time budget
+
+    @classmethod
+    def from_params(cls, params: dict, deadline: float | None = None) -> TrainSettings:
+        """The settings a notebook's parameters hold (missing ones keep their defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"deadline"}
+        return cls(**{k: v for k, v in params.items() if k in known}, deadline=deadline)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What one stage will do: its rows, batch size, steps and learning-rate schedule, and its first epoch."""
+
+    index: int  # 0-based; stage k on screen and in file names is index + 1
+    stage: Stage
+    batch_size: int
+    augment: str
+    train_rows: int
+    first_epoch: int  # global epoch index (epochs count on across stages, as in history.csv)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.train_rows // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.stage.epochs
+
+    def schedule(self):
+        stage = self.stage
+        return make_schedule(stage.schedule, stage.lr, self.steps_per_epoch, stage.epochs, **stage.schedule_options)
+
+
+def plan_stages(
+    stages: list[dict] | list[Stage], train_rows: int, settings: TrainSettings, pseudo_rows: int = 0
+) -> list[StagePlan]:
+    """The one plan that both training and the LR plot follow: per stage its batch size (the stage's own or the
+    notebook's), rows (train, plus the pseudo-labelled test rows in a pseudo-label stage), steps and schedule."""
+    stages = parse_stages(stages) if stages and isinstance(stages[0], dict) else list(stages)
+    plans, first_epoch = [], 0
+    for index, stage in enumerate(stages):
+        rows = train_rows + (pseudo_rows if stage.pseudo_labels else 0)
+        plans.append(
+            StagePlan(index, stage, stage.batch_size or settings.batch_size, stage.augment or settings.augment, rows,
+                      first_epoch)
+        )  # fmt: skip
+        first_epoch += stage.epochs
+    return plans
+
+
+def lr_per_step(plan: list[StagePlan]) -> pd.DataFrame:
+    """The learning rate at every step of every stage (for the LR plot), from the plan training uses."""
+    from lib.schedules import lr_curve
+
+    frames, offset = [], 0
+    for stage_plan in plan:
+        total = stage_plan.total_steps
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step": np.arange(total) + offset,
+                    "lr": lr_curve(stage_plan.schedule(), total),
+                    "stage": f"{stage_plan.index + 1}: {stage_plan.stage.name}",
+                    "batch_size": stage_plan.batch_size,
+                }
+            )
+        )
+        offset += total
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- reproducible resumes
+SEED_STATE_NAME = "seed_generator_state"  # the Keras variable behind every layer-level RNG (Dropout, Random*)
+EPOCH_STRIDE = 1 << 16  # RNG counter space per epoch: more steps than any epoch takes
+
+
+def reseed_model(model: keras.Model, seed: int, epoch: int) -> int:
+    """Set every SeedGenerator in `model` (Dropout, stochastic depth, Keras augmentation layers) to a state
+    drawn from (seed, generator, epoch) alone. Keras does not save these states with the weights, so without
+    this a resumed epoch would draw other dropout masks than the uninterrupted one. Returns the count."""
+    states = [v for v in model.variables if v.name == SEED_STATE_NAME]
+    for ordinal, state in enumerate(states):
+        base = (int(seed) * 1_000_003 + ordinal) % (1 << 31)
+        state.assign(np.array([base, int(epoch) * EPOCH_STRIDE], dtype=keras.backend.standardize_dtype(state.dtype)))
+    return len(states)
+
+
+class EpochRandomness(keras.callbacks.Callback):
+    """Before each epoch, key all randomness to (seed, epoch): the input order and augmentation draws of the
+    training sequence (its `set_epoch`) and the model's own RNGs (`reseed_model`). A run killed and resumed then
+    draws exactly what the uninterrupted run drew. The epoch index is global, so it also tells stages apart."""
+
+    def __init__(self, sequence, seed: int):
+        super().__init__()
+        self.sequence, self.seed = sequence, int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras starts the input workers for this epoch only after the callbacks' on_epoch_begin.
+        if hasattr(self.sequence, "set_epoch"):
+            self.sequence.set_epoch(epoch)
+        reseed_model(self.model, self.seed, epoch)
+
+
+class CallbackState(keras.callbacks.Callback):
+    """Saves the counters of EarlyStopping / ReduceLROnPlateau after every epoch (into the stage's backup
+    folder) and puts them back when a stage resumes, so patience counts on as if the run had not stopped."""
+
+    ATTRIBUTES = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+    def __init__(self, callbacks: list, path: Path, first_epoch: int):
+        super().__init__()
+        self.callbacks, self.path, self.first_epoch = callbacks, Path(path), first_epoch
+        self._restored = False
+
+    def _snapshot(self) -> dict:
+        return {
+            type(cb).__name__: {a: float(v) for a in self.ATTRIBUTES if (v := getattr(cb, a, None)) is not None}
+            for cb in self.callbacks
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._restored:
+            return
+        self._restored = True
+        if epoch > self.first_epoch and self.path.exists():
+            saved = read_json(self.path).get(str(epoch - 1), {})
+            for cb in self.callbacks:
+                for attribute, value in saved.get(type(cb).__name__, {}).items():
+                    setattr(cb, attribute, int(value) if attribute != "best" else value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        states = read_json(self.path) if self.path.exists() else {}
+        states[str(epoch)] = self._snapshot()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, states)
+
+
 def train_stages(
     model: keras.Model,
     stages: list[dict] | list[Stage],
@@ -206,33 +357,34 @@ def train_stages(
     run: RunRecord,
     *,
     make_sequence,
-    batch_size: int = 32,
-    augment: str = "medium",
-    label_smoothing: float = 0.0,
-    class_weight: str | None = None,
-    early_stopping_patience: int = 3,
-    plateau_patience: int = 2,
-    deadline: float | None = None,
-    jit_compile="auto",
-    gradient_accumulation_steps: int | None = None,
+    settings: TrainSettings | None = None,
     pseudo_labelled: pd.DataFrame | None = None,
-    verbose="auto",
 ) -> TrainResult:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
     A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
-    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore). The same weights carry from
-    stage to stage; the model accepts any image size, so progressive resizing only changes the input pipeline.
-    Ends with the best weights loaded.
+    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore), with the same input order,
+    augmentation, dropout masks and early-stopping counters the uninterrupted run would have had. The same
+    weights carry from stage to stage; the model accepts any image size, so progressive resizing only changes
+    the input pipeline. Ends with the best weights loaded.
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline.
     """
+    settings = settings or TrainSettings()
     stages = parse_stages(stages) if stages and isinstance(stages[0], dict) else list(stages)
+    for index, stage in enumerate(stages):
+        if stage.pseudo_labels and (pseudo_labelled is None or pseudo_labelled.empty):
+            raise ValueError(
+                f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
+                f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
+            )
+    pseudo_rows = 0 if pseudo_labelled is None else len(pseudo_labelled)
+    plan = plan_stages(stages, len(train_df), settings, pseudo_rows)
     best_path = run.path("best.weights.h5")
     best_info = run.path("best.json")
     best = read_json(best_info)["val_accuracy"] if best_info.exists() else None
-    records, stopped_by_budget, first_epoch = [], False, 0
-    weights = class_weights(train_df["Category"], class_weight)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    records, stopped_by_budget = [], False
+    weights = class_weights(train_df["Category"], settings.class_weight)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     # Stages already finished in this run folder are skipped; the weights they ended with carry on.
     finished = 0
     while finished < len(stages) and run.path(f"stage_{finished + 1}.json").exists():
@@ -242,81 +394,81 @@ def train_stages(
         finished = 0  # markers without their weights: nothing to resume from
     if finished:
         model.load_weights(last_weights)
-    for index, stage in enumerate(stages):
+    for stage_plan in plan:
+        index, stage = stage_plan.index, stage_plan.stage
         done_path = run.path(f"stage_{index + 1}.json")
         trainable = set_trainable(model, stage.trainable)
         if index < finished:
             record = read_json(done_path)
             print(f"Stage {index + 1} ({stage.name}) already finished in {run.dir}: skipped.")
             records.append(record)
-            first_epoch += stage.epochs
             if record.get("stopped_by_budget"):
                 stopped_by_budget = True
                 break
             continue
-        if deadline is not None and time.time() >= deadline:
+        if settings.deadline is not None and time.time() >= settings.deadline:
             print(f"Time budget spent before stage {index + 1} ({stage.name}): skipped.")
             stopped_by_budget = True
             break
-        stage_batch = stage.batch_size or batch_size
         stage_train = train_df
         if stage.pseudo_labels:
-            if pseudo_labelled is None or pseudo_labelled.empty:
-                raise ValueError(
-                    f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
-                    f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
-                )
             stage_train = pd.concat([train_df, pseudo_labelled[["Id", "Category", "path"]]], ignore_index=True)
             print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
-        train_seq = make_sequence(stage_train, stage.image_size, stage_batch, stage.augment or augment, True)
-        val_seq = make_sequence(val_df, stage.image_size, stage_batch, "none", False)
-        schedule = make_schedule(stage.schedule, stage.lr, len(train_seq), stage.epochs, **stage.schedule_options)
-        optimizer_options = (
-            {"gradient_accumulation_steps": gradient_accumulation_steps}
-            if gradient_accumulation_steps and gradient_accumulation_steps > 1
-            else {}
-        )
+        train_seq = make_sequence(stage_train, stage.image_size, stage_plan.batch_size, stage_plan.augment, True)
+        val_seq = make_sequence(val_df, stage.image_size, stage_plan.batch_size, "none", False)
+        accumulation = settings.gradient_accumulation_steps
+        optimizer_options = {"gradient_accumulation_steps": accumulation} if accumulation and accumulation > 1 else {}
         model.compile(
-            optimizer=make_optimizer(stage.optimizer, schedule, weight_decay=stage.weight_decay, **optimizer_options),
+            optimizer=make_optimizer(
+                stage.optimizer, stage_plan.schedule(), weight_decay=stage.weight_decay, **optimizer_options
+            ),
             loss=loss,
             metrics=["accuracy"],
-            jit_compile=jit_compile,
+            jit_compile=settings.jit_compile,
         )
         print(
             f"Stage {index + 1}/{len(stages)} ({stage.name}): trainable={stage.trainable!r}, "
-            f"{trainable:,} trainable parameters, {stage.image_size}px, {stage.epochs} epoch(s), "
-            f"{stage.optimizer} lr={stage.lr:g} {stage.schedule}"
+            f"{trainable:,} trainable parameters, {stage.image_size}px, batch {stage_plan.batch_size}, "
+            f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage.lr:g} {stage.schedule}"
         )
-        budget = TimeBudget(deadline)
+        budget = TimeBudget(settings.deadline)
         checkpoint = BestWeights(best_path, best)
+        stateful = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=settings.early_stopping_patience)]
+        if stage.schedule == "plateau":
+            stateful.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.3, patience=settings.plateau_patience, verbose=1
+                )
+            )
+        backup_dir = run.path(f"backup_stage_{index + 1}")
         callbacks = [
+            EpochRandomness(train_seq, settings.seed),
             EpochInfo(stage, index),
             checkpoint,
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=early_stopping_patience),
+            *stateful,
+            CallbackState(stateful, backup_dir / "callback_state.json", stage_plan.first_epoch),
             keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
             budget,
-            # Last, so an epoch is backed up only after its row and checkpoint are written.
-            StageBackup(str(run.path(f"backup_stage_{index + 1}"))),
+            # Last, so an epoch is backed up only after its row, checkpoint and counters are written.
+            StageBackup(str(backup_dir)),
         ]
-        if stage.schedule == "plateau":
-            callbacks.insert(
-                2,
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=plateau_patience, verbose=1),
-            )
         started = time.time()
         model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
         try:
             history = model.fit(
                 train_seq,
                 validation_data=val_seq,
-                epochs=first_epoch + stage.epochs,
-                initial_epoch=first_epoch,
+                epochs=stage_plan.first_epoch + stage.epochs,
+                initial_epoch=stage_plan.first_epoch,
+                # The sequence shuffles from (seed, epoch); Keras's own shuffle would reorder its batches with
+                # Python's global `random`, whose state depends on everything the process did before.
+                shuffle=False,
                 class_weight=weights,
                 callbacks=callbacks,
-                verbose=verbose,
+                verbose=settings.verbose,
             )
         except Exception as err:
-            message = explain_out_of_memory(err, stage_batch, stage.image_size)
+            message = explain_out_of_memory(err, stage_plan.batch_size, stage.image_size)
             if message:
                 raise MemoryError(message) from err
             raise
@@ -328,6 +480,7 @@ def train_stages(
             "trainable": stage.trainable,
             "trainable_params": trainable,
             "image_size": stage.image_size,
+            "batch_size": stage_plan.batch_size,
             "epochs_run": len(history.history.get("loss", [])),
             "epochs_planned": stage.epochs,
             "best_val_accuracy": best,
@@ -338,43 +491,12 @@ def train_stages(
         }
         write_json(done_path, record)
         records.append(record)
-        first_epoch += stage.epochs
         if budget.stopped:
             stopped_by_budget = True
             break
     if best_path.exists():
         model.load_weights(best_path)
     return TrainResult(read_history(run), records, best, stopped_by_budget)
-
-
-def pseudo_labels(test_df: pd.DataFrame, test_probs: np.ndarray, threshold: float) -> pd.DataFrame:
-    """Test rows whose top probability is >= threshold, labelled with their predicted class."""
-    probs = np.asarray(test_probs)
-    confident = probs.max(axis=1) >= threshold
-    return (
-        test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
-    )
-
-
-def lr_per_step(stages: list[dict], steps_per_epoch: int) -> pd.DataFrame:
-    """The learning rate at every step of every stage (for the LR plot)."""
-    from lib.schedules import lr_curve
-
-    frames, offset = [], 0
-    for index, stage in enumerate(parse_stages(stages)):
-        total = steps_per_epoch * stage.epochs
-        schedule = make_schedule(stage.schedule, stage.lr, steps_per_epoch, stage.epochs, **stage.schedule_options)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "step": np.arange(total) + offset,
-                    "lr": lr_curve(schedule, total),
-                    "stage": f"{index + 1}: {stage.name}",
-                }
-            )
-        )
-        offset += total
-    return pd.concat(frames, ignore_index=True)
 
 
 def deadline_from(budget_minutes: float | None, started: float | None = None) -> float | None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from lib import NUM_CLASSES
-from lib.train import TimeBudget, class_weights, lr_per_step, parse_stages, pseudo_labels
+from lib.train import TimeBudget, TrainSettings, class_weights, lr_per_step, parse_stages, plan_stages
 
 
 class FakeModel:
@@ -69,17 +70,10 @@ def test_stage_parsing():
 
 
 def test_lr_table_spans_all_stages():
-    table = lr_per_step([{"epochs": 2, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4, "schedule": "cosine"}], 5)
+    stages = [{"epochs": 2, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4, "schedule": "cosine"}]
+    table = lr_per_step(plan_stages(stages, train_rows=20, settings=TrainSettings(batch_size=4)))
     assert len(table) == 15 and table["step"].tolist() == list(range(15))
     assert np.allclose(table["lr"][:10], 1e-3) and table["lr"].iloc[10] == pytest.approx(1e-4)
-
-
-def test_pseudo_labels_respect_the_threshold():
-    test = pd.DataFrame({"Id": ["a", "b", "c"], "path": ["pa", "pb", "pc"]})
-    probs = np.full((3, NUM_CLASSES), 0.01)
-    probs[0, 4], probs[1, 2], probs[2, 7] = 0.91, 0.95, 0.5
-    chosen = pseudo_labels(test, probs, 0.95)
-    assert chosen["Id"].tolist() == ["b"] and chosen["Category"].tolist() == [2]
 
 
 def test_balanced_class_weights():
@@ -91,22 +85,26 @@ def test_balanced_class_weights():
 # ---------------------------------------------------------------- real training, small
 
 TRAIN_SCRIPT = """
-import sys, json
+import sys, json, time
+import numpy as np
 from lib import data
 from lib.models import build_model
 from lib.pipeline import ImageSequence
 from lib.runs import RunRecord, seed_everything
-from lib.train import train_stages
+from lib.train import TrainSettings, train_stages
 
 demo, run_dir, stages, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
 seed_everything(0)
 train, val = data.holdout_split(data.load_train(demo), 0.25, 0)
-model = build_model("mobilenetv3small", weights=None, dense_units=8)
+model = build_model("mobilenetv3small", weights=None, dense_units=8, dropout=0.3)
 seq = lambda f, size, batch, augment, shuffle: ImageSequence(f["path"].tolist(), f["Category"].to_numpy(),
-    image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, workers=1)
-import time
-result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequence=seq, batch_size=8,
-                      augment="none", deadline=time.time() + budget if budget else None, jit_compile=False, verbose=0)
+    image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, seed=0, workers=2)
+# Augmentation and dropout on: a resumed run must draw exactly what the uninterrupted one drew.
+settings = TrainSettings(batch_size=8, augment="light", seed=0, jit_compile=False, verbose=0,
+                         deadline=time.time() + budget if budget else None)
+result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequence=seq, settings=settings)
+probs = model.predict(seq(val, stages[-1]["image_size"], 8, "none", False), verbose=0)
+np.save(run_dir + "/val_probs.npy", probs)
 print(json.dumps({"stopped_by_budget": result.stopped_by_budget, "epochs": len(result.history)}))
 """
 
@@ -126,9 +124,17 @@ def train_in_subprocess(demo, run_dir, stages=STAGES, budget=0.0, **popen):
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_demo, tmp_path_factory):
+    """One training run through STAGES that nothing interrupts: the reference for the resume tests."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_in_subprocess(tiny_demo, run)
+    return run
+
+
 @pytest.mark.slow
-def test_rerun_skips_finished_stages(tiny_demo, tmp_path):
-    result, _ = train_in_subprocess(tiny_demo, tmp_path / "run")
+def test_rerun_skips_finished_stages(tiny_demo, uninterrupted, tmp_path):
+    run = shutil.copytree(uninterrupted, tmp_path / "run")
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3] and history["stage"].tolist() == [1, 2, 2, 2]
     assert history["image_size"].tolist() == [32, 40, 40, 40]  # progressive resizing
@@ -139,12 +145,14 @@ def test_rerun_skips_finished_stages(tiny_demo, tmp_path):
     assert stages[0]["trainable_params"] < stages[1]["trainable_params"]
     again, output = train_in_subprocess(tiny_demo, tmp_path / "run")
     assert "Stage 1 (head) already finished" in output and "Stage 2 (all) already finished" in output
-    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 4  # nothing trained twice
+    assert len(pd.read_csv(run / "history.csv")) == 4  # nothing trained twice
+    assert (run / "val_probs.npy").read_bytes() == (uninterrupted / "val_probs.npy").read_bytes()
 
 
 @pytest.mark.slow
-def test_killed_mid_stage_resumes_from_the_last_epoch(tiny_demo, tmp_path):
-    """SIGKILL after the first epoch of stage 2 is backed up; the rerun continues at the next epoch."""
+def test_killed_mid_stage_resumes_to_the_same_bytes(tiny_demo, uninterrupted, tmp_path):
+    """SIGKILL after the first epoch of stage 2 is backed up; the rerun continues at the next epoch and ends
+    with exactly the probabilities of the run that was never interrupted (augmentation and dropout on)."""
     run = tmp_path / "run"
     process = train_in_subprocess(tiny_demo, run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = run / "history.csv"
@@ -170,6 +178,9 @@ def test_killed_mid_stage_resumes_from_the_last_epoch(tiny_demo, tmp_path):
     assert after["epoch"].tolist() == [0, 1, 2, 3]  # epoch 1 was not trained again
     assert json.loads((run / "stage_2.json").read_text())["epochs_run"] == 4 - len(epochs_before)
     assert (run / "best.weights.h5").exists() and not result["stopped_by_budget"]
+    reference = pd.read_csv(uninterrupted / "history.csv")
+    assert after[["loss", "val_loss", "val_accuracy"]].equals(reference[["loss", "val_loss", "val_accuracy"]])
+    assert np.load(run / "val_probs.npy").tobytes() == np.load(uninterrupted / "val_probs.npy").tobytes()
 
 
 @pytest.mark.slow
@@ -230,11 +241,11 @@ def test_appending_a_stage_keeps_the_run(tmp_path):
     from lib.runs import RunRecord
 
     first = {"stages": [{"epochs": 1}], "seed": 1}
-    RunRecord(tmp_path / "run").start(first, fingerprint_keys=["stages", "seed"])
+    RunRecord(tmp_path / "run").start(first)
     (tmp_path / "run" / "stage_1.json").write_text("{}")
-    RunRecord(tmp_path / "run").start({**first, "stages": [{"epochs": 1}, {"epochs": 2}]}, ["stages", "seed"])
+    RunRecord(tmp_path / "run").start({**first, "stages": [{"epochs": 1}, {"epochs": 2}]})
     assert (tmp_path / "run" / "stage_1.json").exists()
-    RunRecord(tmp_path / "run").start({**first, "seed": 2}, ["stages", "seed"])
+    RunRecord(tmp_path / "run").start({**first, "seed": 2})
     assert not (tmp_path / "run" / "stage_1.json").exists()
     assert len(list(tmp_path.glob("run.old-*"))) == 1  # moved aside, not deleted
 
@@ -273,7 +284,7 @@ def test_label_smoothing_and_optimizer_reach_the_compiled_model(tiny_demo, tmp_p
             train,
             val,
             RunRecord(tmp_path / "run"),
-            label_smoothing=0.2,
+            settings=TrainSettings(label_smoothing=0.2),
             make_sequence=lambda frame, *rest: list(range(len(frame) // 8 + 1)),
         )
     assert model.loss.get_config()["label_smoothing"] == 0.2
