@@ -177,3 +177,13 @@ def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "s
         test_probs=blend([probs_matrix(tests[name]) for name in names], weights, method),
         model_val_probs=per_model,
     )
+
+
+def pseudo_labels(test_df: pd.DataFrame, test_probs: np.ndarray, threshold: float) -> pd.DataFrame:
+    """Test rows whose top probability is >= threshold, labelled with their predicted class (05 writes them for
+    a model notebook's pseudo-label stage)."""
+    probs = np.asarray(test_probs)
+    confident = probs.max(axis=1) >= threshold
+    return (
+        test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
+    )

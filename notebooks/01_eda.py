@@ -11,9 +11,9 @@
 # %%
 from IPython.display import display
 
-from lib import data, paths, plots
-from lib.experiment import collect_params
-from lib.runs import RunRecord, write_csv
+from lib import data, plots
+from lib.notebook import collect_params, describe_data, open_run
+from lib.runs import write_csv
 
 _before = set(globals())
 
@@ -27,11 +27,8 @@ max_bad_fraction = 0.01
 seed = 42
 
 # %%
-params = collect_params(globals(), _before)
-data_dir = data.prepare_data_dir(paths.resolve_data_dir(data_dir))
-run = RunRecord(paths.run_dir(profile, run_name))
-run.start({**params, "data_dir": str(data_dir)})
-print(f"Data folder: {data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}")
+params, data_dir, run = open_run(collect_params(globals(), _before))
+print(f"Data folder: {describe_data(data_dir)}")
 
 # %% [markdown]
 # ## Problems in the data

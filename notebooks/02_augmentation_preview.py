@@ -9,11 +9,10 @@
 # `heavy` (strong geometry, colour, blur and cut-outs).
 
 # %%
-from lib import data, paths, plots
+from lib import data, plots
 from lib.augment import PRESETS
-from lib.experiment import collect_params
+from lib.notebook import collect_params, open_run
 from lib.preview import albumentations_samples, keras_layer_samples
-from lib.runs import RunRecord
 
 _before = set(globals())
 
@@ -29,9 +28,7 @@ keras_presets = ["medium"]
 seed = 42
 
 # %%
-params = collect_params(globals(), _before)
-data_dir = data.prepare_data_dir(paths.resolve_data_dir(data_dir))
-RunRecord(paths.run_dir(profile, run_name)).start({**params, "data_dir": str(data_dir)})
+params, data_dir, run = open_run(collect_params(globals(), _before))
 train = data.load_train(data_dir)
 picks = train.sample(photos, random_state=seed)["path"].tolist()
 print(f"Presets available: {PRESETS}")

@@ -17,7 +17,7 @@ from IPython.display import display
 
 from lib import experiment, plots
 from lib.lr_find import lr_range_test, plot_lr_find
-from lib.train import parse_stages
+from lib.notebook import collect_params
 
 _before = set(globals())
 
@@ -71,7 +71,7 @@ tta = ["identity", "hflip", "crop", "crop_hflip", "zoom_out"]
 tta_passes = 10
 
 # %%
-params = experiment.collect_params(globals(), _before)
+params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
 
 # %% [markdown]
@@ -97,12 +97,13 @@ plots.lr_schedule(experiment.planned_lr(ctx));
 if lr_find_steps:
     from lib.models import set_trainable
 
-    first = parse_stages(stages)[0]
-    set_trainable(model, first.trainable)
-    found = lr_range_test(model, ctx.sequence(ctx.train, first.image_size, batch_size, augment, shuffle=True),
+    first = experiment.stage_plan(ctx)[0]  # the first stage as training will run it
+    set_trainable(model, first.stage.trainable)
+    found = lr_range_test(model, ctx.sequence(ctx.train, first.stage.image_size, first.batch_size, first.augment,
+                                              shuffle=True),
                           loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0)
     plot_lr_find(found)
-    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.lr:g})")
+    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.stage.lr:g})")
     ctx.run.update_metrics(lr_find_suggested=found.suggested_lr)
 
 # %% [markdown]

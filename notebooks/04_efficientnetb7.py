@@ -16,6 +16,7 @@
 from IPython.display import display
 
 from lib import experiment, plots
+from lib.notebook import collect_params
 
 _before = set(globals())
 
@@ -68,7 +69,7 @@ tta = ["identity", "hflip", "crop", "crop_hflip", "zoom_out"]
 tta_passes = 10
 
 # %%
-params = experiment.collect_params(globals(), _before)
+params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
 
 # %% [markdown]

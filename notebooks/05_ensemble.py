@@ -14,11 +14,10 @@
 from IPython.display import display
 
 from lib import data, paths, plots
-from lib.ensemble import combine_runs, per_class_accuracy
-from lib.experiment import collect_params
-from lib.runs import RunRecord, write_csv
+from lib.ensemble import combine_runs, per_class_accuracy, pseudo_labels
+from lib.notebook import collect_params, open_run
+from lib.runs import write_csv
 from lib.submission import read_sample_ids, write_named_submission
-from lib.train import pseudo_labels
 
 _before = set(globals())
 
@@ -33,10 +32,7 @@ submission_name = "submission"
 pseudo_label_threshold = 0.98  # test rows at least this confident are written to pseudo_labels.csv
 
 # %%
-params = collect_params(globals(), _before)
-data_dir = data.prepare_data_dir(paths.resolve_data_dir(data_dir))
-run = RunRecord(paths.run_dir(profile, run_name))
-run.start({**params, "data_dir": str(data_dir)})
+params, data_dir, run = open_run(collect_params(globals(), _before))
 
 # %% [markdown]
 # ## Weights fitted on the validation rows

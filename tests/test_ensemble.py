@@ -83,3 +83,16 @@ def test_per_class_accuracy_table():
         assert table.loc["all", name] == pytest.approx(accuracy(probs, labels))
         in_class_3 = labels == 3
         assert table.loc[3, name] == pytest.approx(np.mean(probs[in_class_3].argmax(axis=1) == 3))
+
+
+def test_pseudo_labels_respect_the_threshold():
+    import pandas as pd
+
+    from lib import NUM_CLASSES
+    from lib.ensemble import pseudo_labels
+
+    test = pd.DataFrame({"Id": ["a", "b", "c"], "path": ["pa", "pb", "pc"]})
+    probs = np.full((3, NUM_CLASSES), 0.01)
+    probs[0, 4], probs[1, 2], probs[2, 7] = 0.91, 0.95, 0.5
+    chosen = pseudo_labels(test, probs, 0.95)
+    assert chosen["Id"].tolist() == ["b"] and chosen["Category"].tolist() == [2]
