@@ -10,8 +10,6 @@ GPU ?=
 DATA_DIR ?=
 PROFILE ?=
 
-export NO_ALBUMENTATIONS_UPDATE := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
 
 NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble
 # Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
+from dataclasses import dataclass
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from dataclasses import dataclass  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import albumentations as A  # lib/__init__ has already turned off its PyPI version check
+import cv2
+import numpy as np
 
 PRESETS = ("none", "light", "medium", "heavy")
 

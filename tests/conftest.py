@@ -1,10 +1,5 @@
 """Shared fixtures: the real reference files (skipped when absent) and small generated demo data sets."""
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import pytest
 
 from lib import paths
