@@ -89,6 +89,17 @@ def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_second_clean_run_gives_the_same_bytes(tiny_run, tmp_path):
+    """Bit-for-bit reruns on CPU: 03 run again from scratch in another output folder."""
+    data_dir, output_root, _ = tiny_run
+    done = make("03_xception", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    for relative in ("submissions/xception.csv", "runs/tiny/03_xception/probs_test.csv",
+                     "runs/tiny/03_xception/probs_val.csv"):  # fmt: skip
+        assert (tmp_path / relative).read_bytes() == (output_root / relative).read_bytes(), relative
+
+
+@pytest.mark.slow
 def test_score_reads_the_hidden_labels(tiny_run):
     data_dir, output_root, _ = tiny_run
     done = make("score", f"DATA_DIR={data_dir}", output_root=output_root)
