@@ -1,4 +1,4 @@
-"""`make submit` / `make submissions`: validate and upload a submission; list scores in submissions/leaderboard.csv."""
+"""`make submit` / `make submissions`: check (lib.submission), upload a submission; keep scores in leaderboard.csv."""
 
 from __future__ import annotations
 
