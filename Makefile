@@ -61,7 +61,7 @@ notebooks/%.ipynb: notebooks/%.py | venv
 
 # A notebook reruns only when its inputs changed: its source, its profile, every .py under lib/, the data's CSVs
 # and, for the ensemble, the model runs' probabilities; FORCE=1 reruns it anyway. Training itself resumes (see README).
-LIB_SOURCES := $(shell find lib -name '*.py')
+LIB_SOURCES := $(shell find lib -name '*.py' -not -path '*/.*')
 nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/train.csv \
 	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
 	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv))

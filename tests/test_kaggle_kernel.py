@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lib.kaggle.kernel import BUNDLE_TAG
+from lib.kaggle.kernel import BUNDLE_TAG, lib_sources
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, run_module
 
@@ -101,6 +101,18 @@ def test_embedded_lib_matches_the_sources_byte_for_byte(tmp_path, tiny):
     sources = files_under(LIB, "*.py")
     assert written == sources
     assert {"kaggle/__init__.py", "kaggle/cli.py"} <= written.keys()  # subpackages travel with their folders
+
+
+def test_bundle_takes_subpackages_and_leaves_hidden_folders_out(tmp_path):
+    package = tmp_path / "lib"
+    (package / "kaggle" / "deeper").mkdir(parents=True)
+    (package / ".ipynb_checkpoints").mkdir()
+    for name in ("__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py", ".ipynb_checkpoints/old-checkpoint.py"):
+        (package / name).write_text(f"# {name}\r\n")
+    (package / "notes.txt").write_text("not a module")
+    sources = lib_sources(package)
+    assert list(sources) == ["__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py"]
+    assert sources["kaggle/deeper/mod.py"] == "# kaggle/deeper/mod.py\r\n"  # newlines untouched
 
 
 def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):

@@ -40,10 +40,15 @@ del LIB_SOURCES, _name, _text, _file  # keep the notebook's namespace (and the p
 
 
 def lib_sources(lib_dir: Path = LIB_DIR) -> dict[str, str]:
-    """Every module of the package and its subpackages, by path inside lib/ ("kaggle/cli.py"), exactly as on disk."""
+    """Every module of the package and its subpackages, by path inside lib/ ("kaggle/cli.py"), exactly as on disk.
+
+    Hidden folders (an editor's .ipynb_checkpoints/, say) hold no modules and stay out.
+    """
+    modules = (path.relative_to(lib_dir) for path in sorted(lib_dir.rglob("*.py")))
     return {
-        path.relative_to(lib_dir).as_posix(): path.read_bytes().decode("utf-8")
-        for path in sorted(lib_dir.rglob("*.py"))
+        module.as_posix(): (lib_dir / module).read_bytes().decode("utf-8")
+        for module in modules
+        if not any(part.startswith(".") for part in module.parts)
     }
 
 
