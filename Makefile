@@ -20,7 +20,8 @@ SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 
 # Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
-	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_predict.py
+	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_metrics.py \
+	tests/test_predict.py
 
 .PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax lint format bench clean
 
@@ -56,9 +57,10 @@ notebooks: $(NOTEBOOKS:%=notebooks/%.ipynb) ## Build/sync the .ipynb notebooks f
 notebooks/%.ipynb: notebooks/%.py | venv
 	@$(VENV)/bin/jupytext --quiet --update --to ipynb --set-kernel python3 $<
 
-# A notebook reruns only when its inputs changed: its source, its profile, lib, the data's CSVs and, for the
-# ensemble, the model runs' probabilities; FORCE=1 reruns it anyway. Training itself resumes (see README).
-nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(wildcard lib/*.py) $(DATA)/train.csv \
+# A notebook reruns only when its inputs changed: its source, its profile, every .py under lib/, the data's CSVs
+# and, for the ensemble, the model runs' probabilities; FORCE=1 reruns it anyway. Training itself resumes (see README).
+LIB_SOURCES := $(shell find lib -name '*.py' -not -path '*/.*')
+nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/train.csv \
 	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
 	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv))
 stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)"

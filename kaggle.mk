@@ -1,5 +1,5 @@
 # The Kaggle round trip (issue 5), included by the Makefile: data download, submissions, the series as a Kaggle kernel.
-# Uses PY and the venv target from the Makefile. Every command goes through lib/kaggle_cli.py (the `kaggle` CLI).
+# Uses PY and the venv target from the Makefile. Every command goes through lib/kaggle/cli.py (the `kaggle` CLI).
 
 FILE ?=
 MSG ?=
@@ -17,22 +17,22 @@ kaggle_data_dir = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 .PHONY: data submit submissions kaggle-kernel kaggle-push kaggle-status kaggle-output
 
 data: | venv ## Download the competition files into data/ with the Kaggle API, unpack and verify them (once)
-	$(PY) -m lib.download --data-dir data
+	$(PY) -m lib.kaggle.download --data-dir data
 
 submit: | venv ## Validate FILE= (default submissions/submission.csv) and upload it to Kaggle; MSG= message, FORCE=1 for demo data
-	$(PY) -m lib.submit $(if $(FILE),--file $(FILE)) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
+	$(PY) -m lib.kaggle.submit $(if $(FILE),--file $(FILE)) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
 
 submissions: | venv ## List your Kaggle submissions with scores; keeps the history in submissions/leaderboard.csv
-	$(PY) -m lib.submit list
+	$(PY) -m lib.kaggle.submit list
 
 kaggle-kernel: | venv ## Build build/kaggle-kernel/ (notebook NB=03_xception with lib bundled; KERNEL_ID=user/slug, INTERNET=1)
-	$(PY) -m lib.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet)
+	$(PY) -m lib.kaggle.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet)
 
 kaggle-push: kaggle-kernel | venv ## Build and push the kernel to Kaggle, which runs it ("Save & Run") and writes submission.csv
-	$(PY) -m lib.kernel push
+	$(PY) -m lib.kaggle.kernel push
 
 kaggle-status: | venv ## Show the pushed kernel's run status on Kaggle
-	$(PY) -m lib.kernel status $(kaggle_id)
+	$(PY) -m lib.kaggle.kernel status $(kaggle_id)
 
 kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/ (then: make submit FILE=...)
-	$(PY) -m lib.kernel output $(kaggle_id)
+	$(PY) -m lib.kaggle.kernel output $(kaggle_id)

@@ -8,27 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from lib.metrics import EPS, accuracy, class_labels, log_loss
+
 BLEND_METHODS = ("arithmetic", "geometric")
 SEARCHES = ("scipy", "simplex")
-_EPS = 1e-15
-
-
-def _labels(labels) -> np.ndarray:
-    """Integer class labels from integers or one-hot rows."""
-    labels = np.asarray(labels)
-    return labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
-
-
-def accuracy(probs, labels) -> float:
-    """Share of rows whose most probable class is the label."""
-    return float(np.mean(np.asarray(probs).argmax(axis=1) == _labels(labels)))
-
-
-def log_loss(probs, labels) -> float:
-    """Mean negative log-probability of the true class (probabilities clipped at 1e-15)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    true = probs[np.arange(len(probs)), _labels(labels)]
-    return float(-np.mean(np.log(np.clip(true, _EPS, 1.0))))
 
 
 def _stack(prob_list) -> np.ndarray:
@@ -53,7 +36,7 @@ def blend(prob_list, weights, method="arithmetic") -> np.ndarray:
     if method == "arithmetic":
         mixed = np.tensordot(weights, stacked, axes=1)
     elif method == "geometric":
-        log_mixed = np.tensordot(weights, np.log(np.clip(stacked, _EPS, 1.0)), axes=1)
+        log_mixed = np.tensordot(weights, np.log(np.clip(stacked, EPS, 1.0)), axes=1)
         mixed = np.exp(log_mixed - log_mixed.max(axis=1, keepdims=True))
     else:
         raise ValueError(f"unknown blend method {method!r}: use one of {', '.join(BLEND_METHODS)}")
@@ -108,7 +91,7 @@ def fit_weights(prob_list, labels, method="arithmetic", search="scipy", resoluti
 
 def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
     """Accuracy per true class (rows 0..C-1) and overall (row "all"), one column per model name."""
-    labels = _labels(labels)
+    labels = class_labels(labels)
     columns = {}
     for name, probs in models.items():
         predicted = np.asarray(probs).argmax(axis=1)

@@ -159,7 +159,7 @@ class Evaluation:
 
 def evaluate(ctx: Context, model) -> Evaluation:
     """Validation accuracy without and with TTA, test probabilities with TTA; all saved in the run folder."""
-    from lib.ensemble import accuracy
+    from lib.metrics import accuracy
     from lib.predict import apply_fallback, class_prior, predict_probs
 
     p = ctx.params
@@ -209,7 +209,7 @@ def cross_validate(ctx: Context) -> Evaluation:
     The run folder gets out-of-fold probabilities for every train row (probs_val.csv, so 05 fits its weights on
     all of them when every model used the same folds and seed) and the folds' mean test probabilities.
     """
-    from lib.ensemble import accuracy
+    from lib.metrics import accuracy
 
     p, k = ctx.params, ctx.params["folds"]
     folds = data.stratified_folds(ctx.scan.train, k, p["seed"])

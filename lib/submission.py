@@ -1,4 +1,4 @@
-"""Submission files: validate against sample-submission.csv, write atomically, score against known labels."""
+"""Submission files: validate against sample-submission.csv, write atomically, score; lib.kaggle.submit uploads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Kaggle kernel bundle (python -m lib.kernel): metadata, valid notebook, byte-exact lib, runs on a fake /kaggle."""
+"""The Kaggle kernel bundle (python -m lib.kaggle.kernel): metadata, valid notebook, exact lib, a fake /kaggle run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lib.kernel import BUNDLE_TAG
+from lib.kaggle.kernel import BUNDLE_TAG, lib_sources
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, run_module
 
@@ -23,9 +23,10 @@ TINY_NOTEBOOK = """\
 category = 3
 
 # %%
-import lib, lib.paths
+import lib, lib.paths, lib.kaggle.cli
 from lib.submission import read_sample_ids, write_submission
 print("lib from", lib.__file__)
+print("subpackage module from", lib.kaggle.cli.__file__)
 assert lib.paths.on_kaggle()
 data_dir = lib.paths.resolve_data_dir()
 ids = read_sample_ids(data_dir / "sample-submission.csv")
@@ -35,7 +36,7 @@ write_submission(ids, [category] * len(ids), lib.paths.output_root() / "submissi
 
 def build(tmp_path, env, notebook, *extra) -> Path:
     out = tmp_path / "build"
-    result = run_module("lib.kernel", "build", "--notebook", str(notebook), "--out", str(out), *extra, env=env)
+    result = run_module("lib.kaggle.kernel", "build", "--notebook", str(notebook), "--out", str(out), *extra, env=env)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -45,6 +46,11 @@ def tiny(tmp_path):
     path = tmp_path / "07_tiny.py"
     path.write_text(TINY_NOTEBOOK)
     return path
+
+
+def files_under(folder: Path, pattern: str) -> dict[str, bytes]:
+    """Each file below folder that matches pattern, by its path inside folder ("kaggle/cli.py"), with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob(pattern) if p.is_file()}
 
 
 def fake_kaggle_tree(root: Path, ids=("1.jpg", "2.jpg")) -> Path:
@@ -74,7 +80,7 @@ def test_kernel_id_from_parameter_and_error_without_user(tmp_path, tiny):
     out = build(tmp_path, kaggle_env(tmp_path, credentials=False), tiny, "--id", "someone/my-cars-kernel")
     assert json.loads((out / "kernel-metadata.json").read_text())["id"] == "someone/my-cars-kernel"
     result = run_module(
-        "lib.kernel",
+        "lib.kaggle.kernel",
         "build",
         "--notebook",
         str(tiny),
@@ -91,9 +97,22 @@ def test_embedded_lib_matches_the_sources_byte_for_byte(tmp_path, tiny):
     root = tmp_path / "kaggle"
     env = {"CARS_KAGGLE_ROOT": str(root), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-"], input=cell, text=True, env=env, cwd=tmp_path, check=True, capture_output=True)
-    written = {p.name: p.read_bytes() for p in (root / "working" / "lib").iterdir()}
-    sources = {p.name: p.read_bytes() for p in LIB.glob("*.py")}
+    written = files_under(root / "working" / "lib", "*")
+    sources = files_under(LIB, "*.py")
     assert written == sources
+    assert {"kaggle/__init__.py", "kaggle/cli.py"} <= written.keys()  # subpackages travel with their folders
+
+
+def test_bundle_takes_subpackages_and_leaves_hidden_folders_out(tmp_path):
+    package = tmp_path / "lib"
+    (package / "kaggle" / "deeper").mkdir(parents=True)
+    (package / ".ipynb_checkpoints").mkdir()
+    for name in ("__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py", ".ipynb_checkpoints/old-checkpoint.py"):
+        (package / name).write_text(f"# {name}\r\n")
+    (package / "notes.txt").write_text("not a module")
+    sources = lib_sources(package)
+    assert list(sources) == ["__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py"]
+    assert sources["kaggle/deeper/mod.py"] == "# kaggle/deeper/mod.py\r\n"  # newlines untouched
 
 
 def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
@@ -126,6 +145,7 @@ def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
     executed = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert f"lib from {root / 'working' / 'lib' / '__init__.py'}" in printed
+    assert f"subpackage module from {root / 'working' / 'lib' / 'kaggle' / 'cli.py'}" in printed
     frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
     assert frame["Category"].tolist() == [7, 7]
 
@@ -137,12 +157,12 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_OUTPUT=str(kernel_output))
     out = build(tmp_path, env, tiny)
 
-    pushed = run_module("lib.kernel", "push", "--out", str(out), env=env)
+    pushed = run_module("lib.kaggle.kernel", "push", "--out", str(out), env=env)
     assert pushed.returncode == 0, pushed.stderr
     assert "successfully pushed" in pushed.stdout
-    state = run_module("lib.kernel", "status", "--out", str(out), env=env)
+    state = run_module("lib.kaggle.kernel", "status", "--out", str(out), env=env)
     assert 'tester/sf-dl-cars-07-tiny has status "KernelWorkerStatus.COMPLETE"' in state.stdout
-    fetched = run_module("lib.kernel", "output", "--out", str(out), env=env)
+    fetched = run_module("lib.kaggle.kernel", "output", "--out", str(out), env=env)
     assert fetched.returncode == 0, fetched.stderr
     dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
     assert (dest / "submission.csv").read_text() == "Id,Category\n1.jpg,3\n"
@@ -156,7 +176,7 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
 
 
 def test_push_without_build_says_what_to_run(tmp_path):
-    result = run_module("lib.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
+    result = run_module("lib.kaggle.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
     assert result.returncode == 1 and "make kaggle-kernel" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from lib import COMPETITION
 from lib.data import DataError, prepare_data_dir
-from lib.kaggle_cli import KaggleError, run
+from lib.kaggle.cli import KaggleError, run
 from lib.paths import DATA_ROOT
 from lib.runs import atomic_path
 

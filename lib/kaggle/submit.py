@@ -1,4 +1,4 @@
-"""`make submit` / `make submissions`: validate and upload a submission; list scores in submissions/leaderboard.csv."""
+"""`make submit` / `make submissions`: check (lib.submission), upload a submission; keep scores in leaderboard.csv."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import COMPETITION
-from lib.kaggle_cli import KaggleError, run
+from lib.kaggle.cli import KaggleError, run
 from lib.paths import default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
 from lib.runs import git_commit, read_json, write_csv
 from lib.submission import SubmissionError, read_sample_ids, validate_submission
