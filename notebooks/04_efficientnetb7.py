@@ -126,7 +126,7 @@ plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 # Same reading as in 03: the table compares plain predictions with TTA, and the matrix puts the true class in
 # rows and the prediction in columns. A model at chance shows up as one or two full columns (it predicts the
 # same class for almost every photo). On the demo's 80 validation photos, one photo is 0.0125 of accuracy.
-# On the full profile, the diagonal should be nearly full and the few errors close to those of 03.
+# On the full profile, the diagonal should be nearly full; 05 shows where B7's errors differ from Xception's.
 
 # %% [markdown]
 # ## Submission
