@@ -48,12 +48,12 @@ for preset in presets:
 
 # %% [markdown]
 # Compare each copy with the original in its row. `light` and `medium` flip, shift and rotate a little and
-# change brightness and contrast (medium a little more, plus some blur): the car always stays whole. `heavy`
-# also shears, shifts the hue, blurs and cuts black holes, and the car can lose a wheel or change tint. A copy
-# can come out almost unchanged, because each transform fires only with some probability. Borders are
-# filled by reflection, not black wedges, so the model cannot learn the wedges. On the demo the class is the
-# body colour, so heavy's hue shift blurs the classes; the demo trains with `light`, the full profile with
-# `medium`.
+# change brightness and contrast (medium a little more, plus some blur): the car stays easy to recognise.
+# `heavy` also shears, shifts the hue, blurs and cuts black holes, so part of the car can be hidden or its
+# colour can change. A copy can come out almost unchanged, because each transform fires only with some
+# probability. Borders are filled by reflection, not black wedges, so the model cannot learn the wedges. On
+# the demo the class is the body colour, so heavy's hue shift blurs the classes; the demo trains with
+# `light`, the full profile with `medium`.
 
 # %% [markdown]
 # ## Keras preprocessing layers (inside the model)
