@@ -48,10 +48,11 @@ scores = fitted.scores()
 display(scores)
 
 # %% [markdown]
-# The weights sum to one. A model that adds nothing on these rows gets a weight near 0: on the demo that is
-# typically B7 while it stays near chance, and the ensemble then equals Xception. When both models are good
-# and make different mistakes, as expected on the full profile, both get a real share, and the ensemble's
-# accuracy should match or beat the best single model.
+# The weights sum to one (the ensemble's row has no weight of its own). A model that adds little on these
+# rows gets a small weight or none. On the demo, while B7 sits at chance (0.1), its weight is 0 or small: its
+# almost uniform probabilities can only soften the other model's log-loss, and the ensemble's accuracy stays
+# that of Xception. When both models are good and make different mistakes, as expected on the full profile,
+# both get a real share, and the ensemble's accuracy should match or beat the best single model.
 
 # %% [markdown]
 # ## Per-class accuracy
@@ -88,8 +89,8 @@ print(f"Submission written: {out}; {len(confident)} test rows at confidence >= {
 
 # %% [markdown]
 # The line gives the submission path and how many test rows passed the pseudo-label threshold. Both models
-# train with label smoothing 0.1, which keeps their top probability near 0.91, below the 0.98 threshold;
-# expect few or no pseudo-labels unless you lower `pseudo_label_threshold`.
+# train with label smoothing 0.1, so their training loss is lowest when the top probability is 0.91, below the
+# 0.98 threshold; expect few or no pseudo-labels unless you lower `pseudo_label_threshold`.
 
 # %% [markdown]
 # ## Summary
