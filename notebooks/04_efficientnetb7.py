@@ -110,9 +110,10 @@ if result:
 # %% [markdown]
 # The table says per stage how many epochs ran out of those planned and whether the time budget stopped it;
 # the plots show accuracy and loss per epoch. On the demo, look at `stopped_by_budget` and at whether
-# validation accuracy leaves 0.1 (chance for 10 classes); B7's first epoch there takes minutes, most of it
-# graph tracing, so only a few epochs fit in the budget. On the full profile, expect all three stages, or a
-# clean stop in the last one when the 9-hour session runs short; the best epoch's weights are kept either way.
+# validation accuracy leaves 0.1 (chance for 10 classes). B7's first epoch there takes minutes, most of it
+# graph tracing, so few epochs fit in the budget (on a busy machine, just one). On the full profile, expect
+# all three stages, or a clean stop in the last one when the 9-hour session runs short; the best epoch's
+# weights are kept either way.
 
 # %% [markdown]
 # ## Validation: without and with TTA
