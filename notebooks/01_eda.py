@@ -5,8 +5,10 @@
 # the photos come in, what they look like, and which files are broken or missing.
 #
 # **Expected result.** On the real data: 15,561 train photos, classes between 1,207 and 1,971 photos,
-# mostly 640x480 and 640x360, 6,675 test photos. On the offline demo: 400 train and 100 test cartoons.
-# The problem table lists every unreadable or missing file with what the pipeline will do about it.
+# mostly 640x480 and 640x360, 6,675 test photos. On the offline demo: 400 train and 100 test cartoon cars,
+# 40 per class, at the same sizes; the demo proves that the checks and plots run, it says nothing about the
+# real photos. The problem table lists every unreadable or missing file with what the pipeline will do
+# about it. The notebook trains nothing and takes seconds.
 
 # %%
 from IPython.display import display
@@ -32,8 +34,9 @@ print(f"Data folder: {describe_data(data_dir)}")
 
 # %% [markdown]
 # ## Problems in the data
-# Every train row is checked against its file and every photo is decoded once. Unusable train photos are
-# skipped; unusable test photos still get a prediction (the training prior), so no submission row is lost.
+# Every train row is checked against its file, and every photo's header and JPEG end marker are read (a cheap
+# check, not a full decode). Unusable train photos are skipped; unusable test photos still get a prediction
+# (the training prior), so no submission row is lost.
 
 # %%
 scan = data.scan(data_dir, max_bad_fraction=max_bad_fraction)
@@ -43,10 +46,21 @@ display(scan.problems.groupby(["problem", "action"]).size().rename("files").to_f
         else "No problems found.")
 
 # %% [markdown]
+# We see one line of counts, then the problems grouped by kind and by what the pipeline does with them. The
+# demo has none, by construction. On the real data, any row here is a file that training skips or a test row
+# that gets the fallback prediction; the full list, one file a line, is in `problems.csv` in the run folder.
+# If more than `max_bad_fraction` of the train rows were unusable, the cell above would stop with an error.
+
+# %% [markdown]
 # ## Class balance
 
 # %%
 plots.class_balance(scan.train);
+
+# %% [markdown]
+# Look at the spread between the smallest and the largest bar. The demo has exactly 40 photos per class. The
+# real data ranges from about 1,200 to 2,000 photos per class: uneven, but not enough to need class weights,
+# which is why the model notebooks keep `class_weight = None`. The validation split keeps these proportions.
 
 # %% [markdown]
 # ## Image sizes
@@ -60,11 +74,33 @@ plots.image_sizes(sizes);
 display(sizes.describe().loc[["min", "50%", "max"]])
 
 # %% [markdown]
+# The bars count the most common sizes; the table gives the smallest, median and largest width and height.
+# On the demo, 640x480 dominates, then 640x360 and a few portrait 480x640 photos: the demo copies the real mix
+# on purpose. On the real data, expect mostly 640x480 and 640x360; any other size shows up as a shorter bar.
+# The full profile trains at 224-512 px, close to the photos' short side, so little detail is lost; the demo's
+# 64-96 px keeps only the rough shape and colour of a car.
+
+# %% [markdown]
 # ## Samples per class
 
 # %%
 plots.sample_grid(scan.train, per_class=samples_per_class, seed=seed);
 
+# %% [markdown]
+# Each row is one class, with the name competitors gave it. The photos are stretched to squares, as the
+# models see them. On the demo, each class is a cartoon car with its own body colour and shape, so the classes
+# are easy to tell apart; the real names are just labels there. On the real data, several classes are Lada
+# models that look alike, and the car fills more or less of the photo: that is what makes the task hard.
+
 # %%
 run.update_metrics(train_rows=len(scan.train), test_rows=len(scan.test), problems=len(scan.problems),
                    unreadable_test=int((~scan.test["readable"]).sum()))
+
+# %% [markdown]
+# ## Summary
+#
+# We checked every train and test file, plotted the class balance and the image sizes, and looked at a few
+# photos per class. The run folder `runs/<profile>/01_eda/` now holds `problems.csv` (one row per problem
+# file, empty when there are none), `params.json`, `versions.json` and `metrics.json` (row and problem counts).
+# Nothing is trained here. Next: `02_augmentation_preview` to see what training does to the photos, or go
+# straight to `03_xception` (`make 03_xception`).
