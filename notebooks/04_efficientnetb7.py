@@ -92,9 +92,10 @@ plots.lr_schedule(experiment.planned_lr(ctx));
 
 # %% [markdown]
 # One colour per stage, log scale. The full profile shows a flat 1e-3 for the head, a warm-up then cosine
-# decay from 1e-4, and a one-cycle bump peaking at 3e-5. The plan counts steps at the notebook's `batch_size`
-# (16); the later full-profile stages use batches of 8 and 4, so they take more steps than drawn here. The
-# demo shows a single one-cycle curve; if the budget stops training, the steps after that never run.
+# decay from 1e-4, and a one-cycle bump peaking at 3e-5. The curve comes from the same stage plan training
+# follows, so each stage has its own batch size: the full profile's stages 2 and 3 (batches of 8 and 4) take
+# two and four times as many steps per epoch as a batch of 16 would. The demo shows a single one-cycle curve;
+# if the budget stops training, the steps after that never run.
 
 # %% [markdown]
 # ## Training
