@@ -21,7 +21,7 @@ SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 # Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
 	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_metrics.py \
-	tests/test_predict.py
+	tests/test_predict.py tests/test_resume.py
 
 .PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax lint format bench clean
 

@@ -2,7 +2,6 @@
 
 import json
 
-import jupytext
 import keras
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from lib.train import CallbackState, TrainSettings, lr_per_step, plan_stages, re
 
 def notebook_parameters(name: str) -> dict:
     """The defaults of a notebook's `parameters` cell, as papermill would see them."""
+    jupytext = pytest.importorskip("jupytext")  # not in the JAX-only environment
     notebook = jupytext.read(PROJECT_ROOT / "notebooks" / f"{name}.py")
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     namespace: dict = {}
