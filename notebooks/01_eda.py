@@ -94,7 +94,7 @@ plots.sample_grid(scan.train, per_class=samples_per_class, seed=seed);
 
 # %%
 run.update_metrics(train_rows=len(scan.train), test_rows=len(scan.test), problems=len(scan.problems),
-                   unreadable_test=int((~scan.test["readable"]).sum()))
+                   unreadable_test=int((~scan.test["readable"]).sum()));
 
 # %% [markdown]
 # ## Summary
