@@ -157,13 +157,22 @@ class Evaluation:
     table: pd.DataFrame
 
 
+def prediction_size(ctx: Context) -> int:
+    """`predict_image_size`, else the size of the last stage that trained: when the time budget ends training
+    early, the model is predicted at the size it learnt, not at a later stage's size it never saw."""
+    if ctx.params.get("predict_image_size"):
+        return int(ctx.params["predict_image_size"])
+    trained = [stage for stage in ctx.run.metrics().get("stages", []) if stage.get("epochs_run")]
+    return int(trained[-1]["image_size"]) if trained else stage_plan(ctx)[-1].stage.image_size
+
+
 def evaluate(ctx: Context, model) -> Evaluation:
     """Validation accuracy without and with TTA, test probabilities with TTA; all saved in the run folder."""
     from lib.metrics import accuracy
     from lib.predict import apply_fallback, class_prior, predict_probs
 
     p = ctx.params
-    size = p["predict_image_size"] or p["stages"][-1]["image_size"]
+    size = prediction_size(ctx)
     batch = p["batch_size"]
     val_seq = ctx.sequence(ctx.val, size, batch, labelled=False)
     labels = ctx.val["Category"].to_numpy()

@@ -103,3 +103,25 @@ def test_planned_lr_has_one_row_per_step_of_every_stage():
     assert list(plan["step"]) == list(range(9))
     assert plan["stage"].value_counts().to_dict() == {"1: head": 3, "2: all": 6}
     assert (plan["lr"] > 0).all() and plan["lr"].max() <= 0.01 + 1e-12
+
+
+def test_prediction_uses_the_size_training_reached(tmp_path):
+    """A budget stop after stage 1 (72 px) predicts at 72 px, not at stage 2's 96 px it never trained at."""
+    from lib.runs import RunRecord
+
+    stages = [{"name": "small", "epochs": 3, "image_size": 72}, {"name": "large", "epochs": 1, "image_size": 96}]
+    run = RunRecord(tmp_path / "run")
+    ctx = experiment.Context(
+        params={"stages": stages, "batch_size": 4, "predict_image_size": 0},
+        run=run,
+        data_dir=None,
+        scan=None,
+        train=pd.DataFrame({"Id": range(10)}),
+        val=None,
+        precision="float32",
+    )
+    assert experiment.prediction_size(ctx) == 96  # nothing trained yet: the plan's last stage
+    run.update_metrics(stages=[{"stage": 1, "image_size": 72, "epochs_run": 2, "stopped_by_budget": True}])
+    assert experiment.prediction_size(ctx) == 72
+    ctx.params["predict_image_size"] = 128
+    assert experiment.prediction_size(ctx) == 128
