@@ -134,10 +134,17 @@ class BestWeights(keras.callbacks.Callback):
 
 class StageBackup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore with two generations of backups; a backup broken by a kill mid-write (and no older
-    one to fall back on) restarts the stage instead of stopping the run."""
+    one to fall back on) restarts the stage instead of stopping the run. When `budget` stopped the stage, the
+    backup is kept, so the next run (a new session, a larger budget) carries on with the next epoch."""
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, budget: TimeBudget | None = None):
         super().__init__(backup_dir, double_checkpoint=True)
+        self.budget = budget
+
+    def on_train_end(self, logs=None):
+        if self.budget is not None and self.budget.stopped:
+            return  # unfinished: keep the backup to resume from
+        super().on_train_end(logs)
 
     def on_train_begin(self, logs=None):
         try:
@@ -450,7 +457,7 @@ def train_stages(
             keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
             budget,
             # Last, so an epoch is backed up only after its row, checkpoint and counters are written.
-            StageBackup(str(backup_dir)),
+            StageBackup(str(backup_dir), budget),
         ]
         started = time.time()
         model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
@@ -473,7 +480,12 @@ def train_stages(
                 raise MemoryError(message) from err
             raise
         best = checkpoint.best
-        save_weights_atomic(model, last_weights)
+        if budget.stopped:
+            # Not finished: no marker, and last_stage.weights.h5 keeps the previous stage's end. The next run
+            # resumes this stage from its backup.
+            print(f"Stage {index + 1} ({stage.name}) stopped by the time budget; rerun to carry on from its backup.")
+        else:
+            save_weights_atomic(model, last_weights)
         record = {
             "stage": index + 1,
             "name": stage.name,
@@ -489,9 +501,10 @@ def train_stages(
             "jit_compile": bool(model.jit_compile),
             "seconds": round(time.time() - started, 1),
         }
-        write_json(done_path, record)
         records.append(record)
-        if budget.stopped:
+        if not budget.stopped:
+            write_json(done_path, record)
+        else:
             stopped_by_budget = True
             break
     if best_path.exists():

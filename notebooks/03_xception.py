@@ -128,8 +128,9 @@ if lr_find_steps:
 # %% [markdown]
 # ## Training
 # Each stage prints its trainable-parameter count. A finished stage found in the run folder is skipped; an
-# interrupted one resumes from its last epoch. The time budget stops training cleanly, and the best
-# weights are used from here on.
+# interrupted one resumes from its last epoch, exactly as if it had not stopped. The time budget stops
+# training cleanly, and the best weights are used from here on; rerun (with a larger budget, or in a new
+# session) and the stopped stage carries on from its last epoch.
 
 # %%
 result, evaluation = experiment.fit_and_evaluate(ctx, model)  # with folds >= 2: one model per fold

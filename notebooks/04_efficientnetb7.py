@@ -101,7 +101,7 @@ plots.lr_schedule(experiment.planned_lr(ctx));
 # ## Training
 # Each stage prints its trainable-parameter count. When the next epoch would cross the time budget, training
 # stops and the best weights so far are restored, leaving `predict_reserve_minutes` for prediction. Rerunning
-# skips finished stages and resumes an interrupted one from its last epoch.
+# skips finished stages and resumes an interrupted or budget-stopped one from its last epoch.
 
 # %%
 result, evaluation = experiment.fit_and_evaluate(ctx, model)  # with folds >= 2: one model per fold

@@ -208,6 +208,23 @@ def test_broken_backup_restarts_the_stage(tmp_path):
     assert not backup.exists() and not model._initial_epoch
 
 
+def test_a_budget_stop_keeps_the_backup_to_carry_on(tmp_path):
+    """Stopped by the time budget, a stage is unfinished: its backup stays for the next run; finished, it goes."""
+    import keras
+
+    from lib.train import StageBackup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.ones((4, 2)), np.ones((4, 1))
+    for stopped, kept in ((True, True), (False, False)):
+        budget = TimeBudget(deadline=None)
+        budget.stopped = stopped
+        backup = tmp_path / f"backup_{stopped}"
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[StageBackup(str(backup), budget)])
+        assert backup.exists() == kept
+
+
 class StopBeforeFit(Exception):
     pass
 
