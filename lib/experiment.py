@@ -266,6 +266,21 @@ def cross_validate(ctx: Context) -> Evaluation:
     return Evaluation(oof, oof_plain, labels, test_probs, table)
 
 
+def key_metrics(ctx: Context) -> pd.DataFrame:
+    """The run's headline numbers from metrics.json, one row each (what a model notebook ends on)."""
+    metrics = ctx.run.metrics()
+    rows = {
+        "validation accuracy, no TTA": metrics.get("val_accuracy_no_tta"),
+        "validation accuracy, with TTA": metrics.get("val_accuracy"),
+        "best validation accuracy while training": metrics.get("best_val_accuracy_during_training"),
+        "stages run": f"{len(metrics['stages'])} of {len(ctx.params['stages'])}" if "stages" in metrics else None,
+        "stopped by the time budget": metrics.get("stopped_by_budget"),
+        "image size for prediction (px)": metrics.get("image_size"),
+        "LR range test suggestion": f"{metrics['lr_find_suggested']:.1e}" if "lr_find_suggested" in metrics else None,
+    }
+    return pd.Series(rows, name=ctx.params["run_name"], dtype=object).dropna().to_frame()
+
+
 def submit(ctx: Context, test_probs: np.ndarray, name: str) -> Path:
     """Write submissions/<name>.csv (validated, atomic); on Kaggle also /kaggle/working/submission.csv."""
     from lib.submission import read_sample_ids, write_named_submission

@@ -135,19 +135,8 @@ plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 # ## Submission
 
 # %%
-import pandas as pd
-
 experiment.submit(ctx, evaluation.test_probs, submission_name)
-metrics = ctx.run.metrics()
-key_metrics = {
-    "validation accuracy, no TTA": metrics.get("val_accuracy_no_tta"),
-    "validation accuracy, with TTA": metrics.get("val_accuracy"),
-    "best validation accuracy while training": metrics.get("best_val_accuracy_during_training"),
-    "stages run": f"{len(metrics['stages'])} of {len(stages)}" if "stages" in metrics else None,
-    "stopped by the time budget": metrics.get("stopped_by_budget"),
-    "image size for prediction (px)": metrics.get("image_size"),
-}
-display(pd.Series(key_metrics, name=run_name, dtype=object).dropna().to_frame())
+display(experiment.key_metrics(ctx))
 print(f"All metrics: {ctx.run.path('metrics.json')}")
 
 # %% [markdown]
