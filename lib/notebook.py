@@ -29,4 +29,5 @@ def open_run(params: dict, *, resumable: bool = False, **recorded) -> tuple[dict
 
 
 def describe_data(data_dir: Path) -> str:
+    """The data folder as printed by every notebook, marked when it is the offline demo."""
     return f"{data_dir}{' (offline demo)' if paths.is_demo(data_dir) else ''}"
