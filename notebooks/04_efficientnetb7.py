@@ -9,7 +9,7 @@
 #
 # **Expected result.** Full profile on a Kaggle GPU: validation accuracy around 0.96-0.98 (competitors
 # reported 0.972-0.978 public scores with EfficientNets at 384-512 px). Demo profile: B7 from scratch on the
-# cartoon cars at 64 px, one stage, under a 5-minute budget on a CPU. It proves that the budget, the restore
+# cartoon cars at 32 px, one stage, under a 5-minute budget on a CPU. It proves that the budget, the restore
 # of the best weights, TTA and the submission work; its accuracy says nothing about B7 on real photos.
 # `submissions/efficientnetb7.csv` is written either way. Run folder: `runs/<profile>/04_efficientnetb7/`.
 #
