@@ -331,7 +331,7 @@ class CallbackState(keras.callbacks.Callback):
     def __init__(self, callbacks: list, path: Path, first_epoch: int):
         super().__init__()
         self.callbacks, self.path, self.first_epoch = callbacks, Path(path), first_epoch
-        self._restored = False
+        self._states: dict | None = None  # epoch -> counters; read from the file once, on the first epoch
 
     def _snapshot(self) -> dict:
         return {
@@ -340,20 +340,19 @@ class CallbackState(keras.callbacks.Callback):
         }
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._restored:
+        if self._states is not None:
             return
-        self._restored = True
-        if epoch > self.first_epoch and self.path.exists():
-            saved = read_json(self.path).get(str(epoch - 1), {})
+        self._states = read_json(self.path) if self.path.exists() else {}
+        if epoch > self.first_epoch:
+            saved = self._states.get(str(epoch - 1), {})
             for cb in self.callbacks:
                 for attribute, value in saved.get(type(cb).__name__, {}).items():
                     setattr(cb, attribute, int(value) if attribute != "best" else value)
 
     def on_epoch_end(self, epoch, logs=None):
-        states = read_json(self.path) if self.path.exists() else {}
-        states[str(epoch)] = self._snapshot()
+        self._states[str(epoch)] = self._snapshot()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, states)
+        write_json(self.path, self._states)
 
 
 def train_stages(
@@ -377,15 +376,14 @@ def train_stages(
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline.
     """
     settings = settings or TrainSettings()
-    stages = parse_stages(stages) if stages and isinstance(stages[0], dict) else list(stages)
-    for index, stage in enumerate(stages):
-        if stage.pseudo_labels and (pseudo_labelled is None or pseudo_labelled.empty):
-            raise ValueError(
-                f"Stage {index + 1} ({stage.name}) trains on pseudo-labels, but none were given: "
-                f"run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
-            )
     pseudo_rows = 0 if pseudo_labelled is None else len(pseudo_labelled)
     plan = plan_stages(stages, len(train_df), settings, pseudo_rows)
+    for stage_plan in plan:
+        if stage_plan.stage.pseudo_labels and not pseudo_rows:
+            raise ValueError(
+                f"Stage {stage_plan.index + 1} ({stage_plan.stage.name}) trains on pseudo-labels, but none were "
+                f"given: run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
+            )
     best_path = run.path("best.weights.h5")
     best_info = run.path("best.json")
     best = read_json(best_info)["val_accuracy"] if best_info.exists() else None
@@ -394,7 +392,7 @@ def train_stages(
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     # Stages already finished in this run folder are skipped; the weights they ended with carry on.
     finished = 0
-    while finished < len(stages) and run.path(f"stage_{finished + 1}.json").exists():
+    while finished < len(plan) and run.path(f"stage_{finished + 1}.json").exists():
         finished += 1
     last_weights = run.path("last_stage.weights.h5")
     if finished and not last_weights.exists():
@@ -409,7 +407,7 @@ def train_stages(
             record = read_json(done_path)
             print(f"Stage {index + 1} ({stage.name}) already finished in {run.dir}: skipped.")
             records.append(record)
-            if record.get("stopped_by_budget"):
+            if record.get("stopped_by_budget"):  # a marker from before budget stops became resumable
                 stopped_by_budget = True
                 break
             continue
@@ -434,7 +432,7 @@ def train_stages(
             jit_compile=settings.jit_compile,
         )
         print(
-            f"Stage {index + 1}/{len(stages)} ({stage.name}): trainable={stage.trainable!r}, "
+            f"Stage {index + 1}/{len(plan)} ({stage.name}): trainable={stage.trainable!r}, "
             f"{trainable:,} trainable parameters, {stage.image_size}px, batch {stage_plan.batch_size}, "
             f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage.lr:g} {stage.schedule}"
         )
