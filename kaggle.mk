@@ -7,12 +7,16 @@ FORCE ?=
 NB ?= 03_xception
 KERNEL_ID ?=
 INTERNET ?=
+ACCELERATOR ?= gpu
+KERNEL_DIR ?=
 
 # Single quotes around MSG, with any quote inside it escaped for the shell.
 kaggle_msg = $(if $(MSG),--message '$(subst ','\'',$(MSG))')
 kaggle_force = $(if $(filter 1 yes true,$(FORCE)),--force)
 kaggle_id = $(if $(KERNEL_ID),--id $(KERNEL_ID))
 kaggle_data_dir = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+# The kernel's build folder (default build/kaggle-kernel); the tests build elsewhere to leave the checkout alone.
+kaggle_out = $(if $(KERNEL_DIR),--out $(KERNEL_DIR))
 
 .PHONY: data submit submissions kaggle-kernel kaggle-push kaggle-status kaggle-output
 
@@ -25,14 +29,15 @@ submit: | venv ## Validate FILE= (default submissions/submission.csv) and upload
 submissions: | venv ## List your Kaggle submissions with scores; keeps the history in submissions/leaderboard.csv
 	$(PY) -m lib.kaggle.submit list
 
-kaggle-kernel: | venv ## Build build/kaggle-kernel/ (notebook NB=03_xception with lib bundled; KERNEL_ID=user/slug, INTERNET=1)
-	$(PY) -m lib.kaggle.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet)
+kaggle-kernel: | venv ## Build build/kaggle-kernel/ (notebook NB=03_xception with lib bundled; KERNEL_ID=user/slug, INTERNET=1, ACCELERATOR=gpu|tpu|none)
+	$(PY) -m lib.kaggle.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet) \
+		--accelerator $(ACCELERATOR) $(kaggle_out)
 
 kaggle-push: kaggle-kernel | venv ## Build and push the kernel to Kaggle, which runs it ("Save & Run") and writes submission.csv
-	$(PY) -m lib.kaggle.kernel push
+	$(PY) -m lib.kaggle.kernel push $(kaggle_out)
 
 kaggle-status: | venv ## Show the pushed kernel's run status on Kaggle
-	$(PY) -m lib.kaggle.kernel status $(kaggle_id)
+	$(PY) -m lib.kaggle.kernel status $(kaggle_id) $(kaggle_out)
 
 kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/ (then: make submit FILE=...)
-	$(PY) -m lib.kaggle.kernel output $(kaggle_id)
+	$(PY) -m lib.kaggle.kernel output $(kaggle_id) $(kaggle_out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,12 +69,49 @@ def test_build_writes_metadata_and_a_valid_notebook(tmp_path, tiny):
     assert meta["id"] == "tester/sf-dl-cars-07-tiny"  # KAGGLE_USERNAME=tester
     assert meta["competition_sources"] == ["sf-dl-car-classification"]
     assert (meta["enable_gpu"], meta["enable_internet"]) == (True, False)
+    assert (meta["enable_tpu"], meta["machine_shape"]) == (False, "NvidiaTeslaT4")  # the default is gpu
     assert (meta["language"], meta["kernel_type"], meta["code_file"]) == ("python", "notebook", "07_tiny.ipynb")
     nb = nbformat.read(out / meta["code_file"], as_version=4)
     nbformat.validate(nb)
     assert BUNDLE_TAG in nb.cells[0].metadata["tags"]
     assert [c.metadata.get("tags") for c in nb.cells].count(["parameters"]) == 1
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+ACCELERATOR_FIELDS = {
+    "gpu": {"enable_gpu": True, "enable_tpu": False, "machine_shape": "NvidiaTeslaT4"},
+    "tpu": {"enable_gpu": False, "enable_tpu": True, "machine_shape": "TpuV5E8"},
+    "none": {"enable_gpu": False, "enable_tpu": False, "machine_shape": None},  # None: no machine_shape key
+}
+
+
+@pytest.mark.parametrize(
+    "accelerator, named",
+    [
+        ("gpu", "(GPU T4 x2, machine_shape NvidiaTeslaT4)"),
+        ("tpu", "(TPU v5e-8, machine_shape TpuV5E8)"),
+        ("none", "(CPU only, no machine_shape)"),
+    ],
+    ids=["gpu", "tpu", "none"],
+)
+def test_accelerator_writes_exact_metadata_fields_and_is_named(tmp_path, tiny, accelerator, named):
+    out = tmp_path / "build"
+    args = ["build", "--notebook", str(tiny), "--out", str(out), "--accelerator", accelerator]
+    result = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    assert {key: meta.get(key, None) for key in ACCELERATOR_FIELDS[accelerator]} == ACCELERATOR_FIELDS[accelerator]
+    assert ("machine_shape" in meta) == (accelerator != "none")
+    assert f"tester/sf-dl-cars-07-tiny built in {out} {named}; push it with `make kaggle-push`" in result.stdout
+
+
+def test_unknown_accelerator_fails_in_one_line(tmp_path, tiny):
+    out = tmp_path / "build"
+    args = ["build", "--notebook", str(tiny), "--out", str(out), "--accelerator", "cuda"]
+    result = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "invalid choice: 'cuda' (choose from 'gpu', 'tpu', 'none')" in result.stderr
+    assert not (out / "kernel-metadata.json").exists()
 
 
 def test_kernel_id_from_parameter_and_error_without_user(tmp_path, tiny):
@@ -178,6 +216,36 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
 def test_push_without_build_says_what_to_run(tmp_path):
     result = run_module("lib.kaggle.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
     assert result.returncode == 1 and "make kaggle-kernel" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny):
+    """kaggle.mk as the Makefile includes it: ACCELERATOR= reaches the build, and push sends that folder."""
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(
+        f"PY := {sys.executable}\nvenv:\n\t@true\n"
+        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
+        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
+    )
+    env = kaggle_env(tmp_path)
+    env.pop("MAKEFLAGS", None)
+
+    def make(*args):
+        command = ["make", "-s", "-f", str(makefile), *args]
+        return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    helped = make("help").stdout
+    assert "ACCELERATOR=gpu|tpu|none" in next(line for line in helped.splitlines() if line.startswith("kaggle-kernel:"))
+    out = tmp_path / "kernel"
+    pushed = make("kaggle-push", "ACCELERATOR=tpu", f"NB={tiny}", f"KERNEL_DIR={out}")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "(TPU v5e-8, machine_shape TpuV5E8)" in pushed.stdout and "successfully pushed" in pushed.stdout
+    assert [c["argv"] for c in kaggle_calls(env)] == [["kernels", "push", "-p", str(out)]]  # no --accelerator
+    meta = json.loads((out / "kernel-metadata.json").read_text())  # the fake records the pushed folder by path
+    assert (meta["enable_gpu"], meta["enable_tpu"], meta["machine_shape"]) == (False, True, "TpuV5E8")
+
+    refused = make("kaggle-kernel", "ACCELERATOR=cuda", f"NB={tiny}", f"KERNEL_DIR={tmp_path / 'other'}")
+    assert refused.returncode != 0 and "invalid choice: 'cuda'" in refused.stderr
 
 
 REAL_NOTEBOOK = PROJECT_ROOT / "notebooks" / "03_xception.py"
