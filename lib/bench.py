@@ -35,6 +35,19 @@ SHAPES = (
     (640, 480),
 )
 
+PIPELINE_NAME = "pipeline, medium preset, no cache"
+
+# Replicas the pipeline can feed. H100: Xception 299 bf16, compute only, batch 64, measured by this project on one H100.
+H100_XCEPTION299_IMG_S = 1520
+# T4: not measured, an estimate: the H100 rate scaled by peak dense FP16 tensor throughput, T4 65 TFLOPS
+# (NVIDIA T4 datasheet) vs H100 SXM 989 TFLOPS (NVIDIA H100 datasheet), about 100 img/s.
+T4_FP16_TENSOR_TFLOPS = 65
+H100_SXM_FP16_TENSOR_TFLOPS = 989
+T4_XCEPTION299_IMG_S = H100_XCEPTION299_IMG_S * T4_FP16_TENSOR_TFLOPS / H100_SXM_FP16_TENSOR_TFLOPS
+KAGGLE_SESSION_CORES = 4  # a Kaggle GPU session's vCPUs: not stated by the kaggle package, so unverified
+KAGGLE_T4_REPLICAS = 2  # Kaggle's "GPU T4 x2"
+FEED_CORE_COUNTS = (KAGGLE_SESSION_CORES, 8, 16)
+
 
 def make_jpegs(folder, count: int, seed: int = 0, start: int = 0) -> list[str]:
     """Synthetic photo-like JPEGs (smooth gradients, shapes, mild noise; about the file size of real photos),
@@ -234,7 +247,7 @@ def main(argv=None) -> int:
         if not args.skip_idg:
             stages.append((IDG_NAME, lambda: run_image_data_generator(paths, labels, args.size, args.batch)))
         stages += [
-            ("pipeline, medium preset, no cache", lambda: iterate_like_fit(pipeline())),
+            (PIPELINE_NAME, lambda: iterate_like_fit(pipeline())),
             ("pipeline, medium, cache cold (1st epoch)", cache_cold),
             ("pipeline, medium, cache warm (2nd epoch)", lambda: iterate_like_fit(cache_runs[-1])),
             (
@@ -291,11 +304,65 @@ def main(argv=None) -> int:
             "img/s: wall clock. CPU ms/img: this process's CPU time per image, all threads (the steadier "
             "figure when other programs share the cores); x decode-only by CPU = decode-only's CPU ms / this."
         )
+        if PIPELINE_NAME in wall:
+            # Threads share the cores: the pipeline ran on as many cores as it had threads, at most all of them.
+            cpus = os.cpu_count() or 1
+            print("\n" + feeding_report(wall[PIPELINE_NAME], min(workers, cpus), cpus, args.size))
         print(f"Total bench time {time.perf_counter() - started:.0f}s.")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def replicas_fed(pipeline_img_s: float, cores_measured: int, cores: int, per_replica_img_s: float) -> float:
+    """How many replicas, each consuming per_replica_img_s, `cores` cores of the pipeline can feed, assuming
+    its rate per core (pipeline_img_s measured on cores_measured) scales linearly with cores."""
+    return pipeline_img_s / cores_measured * cores / per_replica_img_s
+
+
+def feeding_report(pipeline_img_s: float, cores_measured: int, machine_cores: int, image_size: int = 299) -> str:
+    """The "Feeding N replicas" section: a table of H100 and T4 replicas fed per core count, the T4 estimate's
+    basis, and whether a Kaggle GPU T4 x2 session's cores feed both T4s."""
+    per_core = pipeline_img_s / cores_measured
+    notes: dict[int, list[str]] = {machine_cores: ["this machine"]}
+    for cores in FEED_CORE_COUNTS:
+        notes.setdefault(cores, [])
+    notes[KAGGLE_SESSION_CORES].append("Kaggle GPU session, unverified")
+    lines = [
+        f"Feeding N replicas: {PIPELINE_NAME} at {image_size} px, {pipeline_img_s:.0f} img/s on {cores_measured} "
+        f"core(s) = {per_core:.0f} img/s per core, assumed to scale linearly with cores",
+        f"| cores | pipeline img/s | H100 replicas ({H100_XCEPTION299_IMG_S} img/s each) "
+        f"| T4 replicas (~{T4_XCEPTION299_IMG_S:.0f} img/s each, estimate) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for cores, note in sorted(notes.items()):
+        label = f"{cores} ({'; '.join(note)})" if note else str(cores)
+        h100 = replicas_fed(pipeline_img_s, cores_measured, cores, H100_XCEPTION299_IMG_S)
+        t4 = replicas_fed(pipeline_img_s, cores_measured, cores, T4_XCEPTION299_IMG_S)
+        lines.append(f"| {label} | {per_core * cores:.0f} | {h100:.2f} | {t4:.2f} |")
+    lines.append(
+        f"H100: {H100_XCEPTION299_IMG_S} img/s, Xception 299 bf16 compute only, measured on one H100 by this project. "
+        f"T4: an estimate, not measured: {H100_XCEPTION299_IMG_S} x {T4_FP16_TENSOR_TFLOPS}/"
+        f"{H100_SXM_FP16_TENSOR_TFLOPS} (peak dense FP16 tensor TFLOPS, NVIDIA T4 and H100 SXM datasheets) "
+        f"= {T4_XCEPTION299_IMG_S:.0f} img/s."
+    )
+    fed = replicas_fed(pipeline_img_s, cores_measured, KAGGLE_SESSION_CORES, T4_XCEPTION299_IMG_S)
+    margin = fed / KAGGLE_T4_REPLICAS
+    if margin >= 2:
+        verdict = f"fed with margin ({margin:.1f}x what they need)"
+    elif margin >= 1:
+        verdict = f"fed, with little margin ({margin:.1f}x what they need)"
+    else:
+        verdict = f"NOT fed: the input pipeline would be the bottleneck ({margin:.1f}x what they need)"
+    lines.append(
+        f"Kaggle GPU T4 x2: {KAGGLE_SESSION_CORES} cores of this pipeline give ~{per_core * KAGGLE_SESSION_CORES:.0f} "
+        f"img/s, {KAGGLE_T4_REPLICAS} T4s (the global batch split over {KAGGLE_T4_REPLICAS} replicas) need "
+        f"~{KAGGLE_T4_REPLICAS * T4_XCEPTION299_IMG_S:.0f} img/s: {verdict}."
+    )
+    if image_size != 299:  # the replica rates are Xception's at 299 px
+        lines.append(f"The replica rates are for 299 px; this pipeline ran at {image_size} px, so they do not apply.")
+    return "\n".join(lines)
 
 
 def explore_stages(paths, labels, args, workers) -> list:

@@ -1,8 +1,9 @@
-"""lib.bench: a tiny run prints every stage's row with its ratios (a smoke test; no timing is asserted)."""
+"""lib.bench: a tiny run prints every stage's row with its ratios and the replicas it feeds (no timing asserted)."""
 
 import re
 
 import numpy as np
+import pytest
 
 from lib import bench
 
@@ -15,9 +16,10 @@ def test_tiny_bench_prints_every_stage_with_ratios(capsys):
         == 0
     )
     out = capsys.readouterr().out
+    stage_table, _, feeding = out.partition("\nFeeding N replicas: ")
     rows = {
         line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
-        for line in out.splitlines()
+        for line in stage_table.splitlines()
         if line.startswith("| ") and not line.startswith("| ---") and "img/s" not in line
     }
     assert set(rows) == {
@@ -34,6 +36,41 @@ def test_tiny_bench_prints_every_stage_with_ratios(capsys):
     assert rows["decode-only (cv2 imread+resize, threads)"][2].strip() == "1.00"
     assert rows[bench.IDG_NAME][1].strip() == "1.00"
     assert re.search(r"epoch end .* median \d\.\d{3} s per epoch", out)
+
+    assert feeding.startswith("pipeline, medium preset, no cache at 32 px")
+    assert (
+        "| cores | pipeline img/s | H100 replicas (1520 img/s each) | T4 replicas (~100 img/s each, estimate) |"
+        in feeding
+    )
+    assert "Kaggle GPU session, unverified) | " in feeding  # "4 (this machine; ...)" on a 4-core machine
+    assert "1520 x 65/989 (peak dense FP16 tensor TFLOPS, NVIDIA T4 and H100 SXM datasheets)" in feeding
+    assert "Kaggle GPU T4 x2: 4 cores of this pipeline give" in feeding
+    assert "The replica rates are for 299 px; this pipeline ran at 32 px" in feeding
+
+
+def test_replicas_fed_is_the_rate_per_core_times_cores_over_the_replica_rate():
+    assert bench.replicas_fed(1000.0, 2, 4, 100.0) == 20.0
+    assert bench.replicas_fed(1520.0, 1, 1, 1520.0) == 1.0
+    assert bench.replicas_fed(900.0, 3, 16, 1520.0) == pytest.approx(300 * 16 / 1520)
+    for cores in (1, 2, 4, 8, 16):  # linear in cores
+        assert bench.replicas_fed(1073.0, 2, cores, 100.0) == pytest.approx(
+            cores * bench.replicas_fed(1073.0, 2, 1, 100.0)
+        )
+    t4_img_s = bench.T4_XCEPTION299_IMG_S
+    assert t4_img_s == pytest.approx(1520 * 65 / 989) and round(t4_img_s) == 100
+
+
+def test_feeding_report_rows_and_kaggle_verdict():
+    report = bench.feeding_report(1000.0, 2, 2)
+    assert "1000 img/s on 2 core(s) = 500 img/s per core" in report
+    assert "| 2 (this machine) | 1000 | 0.66 | 10.01 |" in report
+    assert "| 4 (Kaggle GPU session, unverified) | 2000 | 1.32 | 20.02 |" in report
+    assert "| 16 | 8000 | 5.26 | 80.08 |" in report
+    assert "give ~2000 img/s, 2 T4s (the global batch split over 2 replicas) need ~200 img/s: fed with margin" in report
+    assert "do not apply" not in report  # measured at 299 px
+    assert "fed, with little margin (1.5x" in bench.feeding_report(150.0, 2, 2)
+    assert "NOT fed" in bench.feeding_report(50.0, 2, 2)
+    assert "| 4 (this machine; Kaggle GPU session, unverified) |" in bench.feeding_report(600.0, 4, 4)
 
 
 def test_iterate_like_fit_sees_every_image_once_and_records_the_epoch_end_wait(tmp_path):
