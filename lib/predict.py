@@ -64,35 +64,65 @@ def tta_plan(tta: list[str], passes: int | None = None) -> list[tuple[str, float
     return [(names[i % len(names)], strengths[(i // len(names)) % len(strengths)]) for i in range(passes)]
 
 
+class TTABatches(keras.utils.PyDataset):
+    """Every TTA pass of every batch of `sequence`, the passes of one batch in a row: each batch is decoded once,
+    and padded to the full batch size, so a compiled model sees one shape and each replica gets an equal share."""
+
+    def __init__(self, sequence, plan: list[tuple[str, float]]):
+        super().__init__()  # no workers: batches are read in order, so the one cached batch is always the next
+        self.sequence, self.plan = sequence, plan
+        self.counts: dict[int, int] = {}  # real rows per batch, before padding
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sequence) * len(self.plan)
+
+    def _batch(self, index: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != index:
+            batch = self.sequence[index]
+            batch = batch[0] if isinstance(batch, tuple) else batch
+            self.counts[index] = count = len(batch)
+            full = getattr(self.sequence, "batch_size", count)
+            if count < full:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], full - count, axis=0)])
+            self._cached = (index, batch)
+        return self._cached[1]
+
+    def __getitem__(self, index: int):
+        batch_index, pass_index = divmod(index, len(self.plan))
+        name, strength = self.plan[pass_index]
+        return tta_variant(self._batch(batch_index), name, strength)
+
+
+class _ProgressBar(keras.callbacks.Callback):
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+
+
 def predict_probs(
     model: keras.Model, sequence, tta: list[str] = ("identity",), passes: int | None = None, progress: bool = True
 ) -> np.ndarray:
-    """Class probabilities [N, 10] averaged over the TTA passes. `sequence` yields x (uint8) batches;
-    each batch is padded to the full batch size so a compiled model sees one shape only."""
-    plan = tta_plan(list(tta), passes)
-    outputs = []
+    """Class probabilities [N, 10] averaged over the TTA passes. `sequence` yields x (uint8) batches.
+
+    Runs through `model.predict`, so a distribution strategy splits every batch across its replicas
+    (`predict_on_batch` under tf.distribute gives each replica the whole batch).
+    """
     from tqdm.auto import tqdm
 
-    batches = tqdm(
-        range(len(sequence)),
-        desc=f"Predicting ({len(plan)} TTA pass{'es' * (len(plan) > 1)})",
-        unit="batch",
-        disable=not progress,
-        file=sys.stdout,
-        mininterval=2,
-    )
-    for index in batches:
-        batch = sequence[index]
-        batch = batch[0] if isinstance(batch, tuple) else batch
-        count = len(batch)
-        full = getattr(sequence, "batch_size", count)
-        if count < full:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], full - count, axis=0)])
-        total = np.zeros((len(batch), NUM_CLASSES), dtype=np.float64)
-        for name, strength in plan:
-            total += keras.ops.convert_to_numpy(model.predict_on_batch(tta_variant(batch, name, strength)))
-        outputs.append(total[:count] / len(plan))
-    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES))
+    plan = tta_plan(list(tta), passes)
+    if len(sequence) == 0:
+        return np.zeros((0, NUM_CLASSES))
+    batches = TTABatches(sequence, plan)
+    desc = f"Predicting ({len(plan)} TTA pass{'es' * (len(plan) > 1)})"
+    with tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, file=sys.stdout, mininterval=2) as bar:
+        outputs = model.predict(batches, verbose=0, callbacks=[_ProgressBar(bar)])
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(sequence), len(plan), -1, NUM_CLASSES)
+    probs = outputs.sum(axis=1) / len(plan)
+    return np.concatenate([probs[index, : batches.counts[index]] for index in range(len(sequence))])
 
 
 def apply_fallback(probs: np.ndarray, readable: np.ndarray, prior: np.ndarray) -> np.ndarray:

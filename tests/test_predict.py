@@ -4,20 +4,16 @@ import numpy as np
 import pytest
 
 from lib import NUM_CLASSES
-from lib.predict import TTA_TRANSFORMS, apply_fallback, class_prior, predict_probs, tta_plan, tta_variant
+from lib.predict import TTA_TRANSFORMS, TTABatches, apply_fallback, class_prior, predict_probs, tta_plan, tta_variant
 
 
-class LeftBrightModel:
-    """Predicts class 1 when the top-left pixel is bright, class 0 otherwise; counts calls and batch sizes."""
+def left_bright_model():
+    """Predicts class 1 when the top-left pixel is bright, class 0 otherwise."""
+    import keras
 
-    def __init__(self):
-        self.batch_sizes = []
-
-    def predict_on_batch(self, batch):
-        self.batch_sizes.append(len(batch))
-        out = np.zeros((len(batch), NUM_CLASSES), np.float32)
-        out[np.arange(len(batch)), (batch[:, 0, 0, 0] > 127).astype(int)] = 1
-        return out
+    inputs = keras.Input((None, None, 3), dtype="uint8")
+    bright = keras.layers.Lambda(lambda x: keras.ops.cast(x[:, 0, 0, 0] > 127, "int32"))(inputs)
+    return keras.Model(inputs, keras.layers.Lambda(lambda k: keras.ops.one_hot(k, NUM_CLASSES))(bright))
 
 
 class Batches:
@@ -38,21 +34,29 @@ def left_bright_images(count, size=16):
 
 
 def test_identity_and_hflip_are_averaged():
-    model = LeftBrightModel()
+    model = left_bright_model()
     probs = predict_probs(model, Batches(left_bright_images(3), 4), ["identity", "hflip"], progress=False)
     assert np.allclose(probs[:, :2], 0.5) and np.allclose(probs.sum(axis=1), 1)
-    identity_only = predict_probs(LeftBrightModel(), Batches(left_bright_images(3), 4), ["identity"], progress=False)
+    identity_only = predict_probs(model, Batches(left_bright_images(3), 4), ["identity"], progress=False)
     assert np.allclose(identity_only[:, 1], 1)
 
 
 def test_pass_count_and_padding():
-    """10 passes over 5 images in batches of 4: 2 batches x 10 calls, each of the full batch size."""
-    model = LeftBrightModel()
-    probs = predict_probs(
-        model, Batches(left_bright_images(5), 4), ["identity", "hflip", "crop"], passes=10, progress=False
-    )
-    assert probs.shape == (5, NUM_CLASSES)
-    assert model.batch_sizes == [4] * 20
+    """10 passes over 5 images in batches of 4: 2 batches x 10 passes, each of the full batch size; each batch is
+    decoded once."""
+    plan = tta_plan(["identity", "hflip", "crop"], 10)
+    reads = []
+
+    class Counted(Batches):
+        def __getitem__(self, index):
+            reads.append(index)
+            return super().__getitem__(index)
+
+    batches = TTABatches(Counted(left_bright_images(5), 4), plan)
+    assert [len(batches[i]) for i in range(len(batches))] == [4] * 20
+    assert batches.counts == {0: 4, 1: 1} and reads == [0, 1]
+    probs = predict_probs(left_bright_model(), Batches(left_bright_images(5), 4), [n for n, _ in plan[:3]], 10, False)
+    assert probs.shape == (5, NUM_CLASSES) and np.allclose(probs.sum(axis=1), 1)
 
 
 def test_plan_repeats_with_new_strengths():
