@@ -47,26 +47,64 @@ class LRFindResult:
     diverged: bool
 
 
-def _batches(data, batch_size, seed):
-    """Endless (x, y) batches from a PyDataset (or any indexable of batches) or an (x, y) pair of arrays."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-        x, y = data
-        rng = np.random.default_rng(seed)
-        batch_size = min(batch_size, len(x))
-        while True:  # full batches only: one batch shape, one compiled train step
-            order = rng.permutation(len(x))
-            for start in range(0, len(x) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield x[index], y[index]
-    else:
-        if len(data) == 0:
-            raise ValueError("lr_range_test: the dataset has no batches")
-        while True:
-            for i in range(len(data)):
-                batch = data[i]
-                yield batch[0], batch[1]
-            if hasattr(data, "on_epoch_end"):
-                data.on_epoch_end()
+class RepeatedFullBatches(keras.utils.PyDataset):
+    """`steps` full (x, y) batches from a PyDataset (or any indexable of batches) or an (x, y) pair of arrays,
+    going round again as often as needed (a shuffled sequence on its next epoch's order, arrays reshuffled).
+    Full batches only: every step then weighs the same in Keras's running mean of the loss."""
+
+    def __init__(self, data, steps: int, batch_size: int, seed: int):
+        super().__init__()  # no workers: read in order, so set_epoch happens between rounds
+        self.data, self.steps, self.seed = data, steps, seed
+        self.arrays = isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape")
+        if self.arrays:
+            self.batch_size = min(batch_size, len(data[0]))
+            self.per_round = len(data[0]) // self.batch_size
+        else:
+            if len(data) == 0:
+                raise ValueError("lr_range_test: the dataset has no batches")
+            full = getattr(data, "batch_size", None)
+            last_is_full = full is None or len(data[len(data) - 1][0]) == full
+            self.per_round = len(data) if last_is_full or len(data) == 1 else len(data) - 1
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int):
+        round_index, index = divmod(step, self.per_round)
+        if self.arrays:
+            x, y = self.data
+            order = np.random.default_rng((self.seed, round_index)).permutation(len(x))
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            return x[rows], y[rows]
+        if hasattr(self.data, "set_epoch") and getattr(self.data, "epoch", None) != round_index:
+            self.data.set_epoch(round_index)
+        batch = self.data[index]
+        return batch[0], batch[1]
+
+
+class BatchLosses(keras.callbacks.Callback):
+    """Each step's own loss, recovered from Keras's running mean (equal batches: loss_k = k m_k - (k-1) m_(k-1));
+    stops training when the bias-corrected smoothed loss passes `divergence` x its best or is not finite."""
+
+    def __init__(self, lr_at, smoothing: float, divergence: float):
+        super().__init__()
+        self.lr_at, self.smoothing, self.divergence = lr_at, smoothing, divergence
+        self.rows, self.diverged = [], False
+        self._mean, self._average, self._best = 0.0, 0.0, math.inf
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        batch_loss = (batch + 1) * mean - batch * self._mean
+        self._mean = mean
+        if not math.isfinite(batch_loss):
+            self.diverged = self.model.stop_training = True
+            return
+        self._average = self.smoothing * self._average + (1 - self.smoothing) * batch_loss
+        smoothed = self._average / (1 - self.smoothing ** (batch + 1))
+        self.rows.append((batch, self.lr_at(batch), batch_loss, smoothed))
+        self._best = min(self._best, smoothed)
+        if batch > 0 and smoothed > self.divergence * self._best:
+            self.diverged = self.model.stop_training = True
 
 
 def suggest_lr(lrs, smoothed, skip_start: float = 0.1) -> float:
@@ -109,27 +147,15 @@ def lr_range_test(
         raise ValueError(f"lr_range_test needs steps >= 2, got {steps}")
     ramp = ExponentialRamp(min_lr, max_lr, steps)
     saved = model.get_weights()
+    # compile here, in the default distribution's scope; fit splits each batch across its replicas
     model.compile(optimizer=make_optimizer(optimizer, ramp, **optimizer_options), loss=loss)
-    rows, average, best, diverged = [], 0.0, math.inf, False
+    losses = BatchLosses(lambda step: float(ops.convert_to_numpy(ramp(step))), smoothing, divergence)
     try:
-        batches = _batches(data, batch_size, seed)
-        for step in range(steps):
-            x, y = next(batches)
-            lr = float(ops.convert_to_numpy(model.optimizer.learning_rate))  # what this step will use
-            # train_on_batch resets the metrics first (Keras 3), so this is this batch's loss, not an epoch mean
-            batch_loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
-            if not math.isfinite(batch_loss):
-                diverged = True
-                break
-            average = smoothing * average + (1 - smoothing) * batch_loss
-            smoothed = average / (1 - smoothing ** (step + 1))
-            rows.append((step, lr, batch_loss, smoothed))
-            best = min(best, smoothed)
-            if step > 0 and smoothed > divergence * best:
-                diverged = True
-                break
+        model.fit(RepeatedFullBatches(data, steps, batch_size, seed), epochs=1, shuffle=False, verbose=0,
+                  callbacks=[losses])  # fmt: skip
     finally:
         model.set_weights(saved)
+    rows, diverged = losses.rows, losses.diverged
     if not rows:
         raise ValueError(
             f"lr_range_test: the loss was not finite at the first step (lr={min_lr:g}); "
