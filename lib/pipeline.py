@@ -108,6 +108,11 @@ class ImageSequence(keras.utils.PyDataset):
     drawn, when no affine was drawn) -> the preset's photometric albumentations at S. With cache_dir, resized
     images are kept in a uint8 memmap so later epochs skip the decode; the whole preset still runs every epoch.
     Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
+
+    `replicas` > 1: batches are split across that many devices, so every batch length must be a multiple of it.
+    A shuffled (training) sequence leaves out the epoch's last `len(paths) % replicas` rows, which differ from
+    epoch to epoch; any other labelled sequence pads its last batch with copies of zero sample weight and yields
+    (x, y, sample_weight), so validation still counts every row exactly once.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class ImageSequence(keras.utils.PyDataset):
         workers: int = DEFAULT_WORKERS,
         use_multiprocessing: bool = False,
         max_queue_size: int = 16,
+        replicas: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if workers > 1:
@@ -136,6 +142,9 @@ class ImageSequence(keras.utils.PyDataset):
             raise ValueError(f"batch_size must be >= 1 and image_size >= 8 (got {batch_size}, {image_size})")
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
+        self.replicas = int(replicas)
+        if self.replicas < 1 or self.batch_size % self.replicas:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of replicas {replicas}")
         self.labels = None
         if labels is not None:
             labels = np.asarray(labels)
@@ -169,10 +178,15 @@ class ImageSequence(keras.utils.PyDataset):
     def _make_order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.paths))
-        return np.random.default_rng(self.seed + self.epoch).permutation(len(self.paths))
+        order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.paths))
+        return order[: len(order) - len(order) % self.replicas]
+
+    @property
+    def _pads(self) -> bool:
+        return self.replicas > 1 and not self.shuffle and self.labels is not None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.paths) / self.batch_size)
+        return math.ceil(len(self._order) / self.batch_size)
 
     def batch_indices(self, index: int) -> np.ndarray:
         """Row indices (into paths/labels) of batch `index` in the current epoch's order."""
@@ -245,7 +259,11 @@ class ImageSequence(keras.utils.PyDataset):
             return x
         y = np.zeros((len(rows), lib.NUM_CLASSES), dtype=np.float32)
         y[np.arange(len(rows)), self.labels[rows]] = 1.0
-        return x, y
+        if not self._pads:
+            return x, y
+        missing = -len(rows) % self.replicas
+        weight = np.concatenate([np.ones(len(rows), np.float32), np.zeros(missing, np.float32)])
+        return np.concatenate([x, x[-1:].repeat(missing, 0)]), np.concatenate([y, y[-1:].repeat(missing, 0)]), weight
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's order and augmentation from (seed, epoch), whatever ran before (a resumed run)."""

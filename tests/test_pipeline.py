@@ -94,6 +94,28 @@ def test_unreadable_file_gives_blank_and_keeps_the_row(image_files, tmp_path):
     assert sum(len(seq[i][0]) for i in range(len(seq))) == len(paths)
 
 
+def test_replicas_get_equal_shares_of_every_batch(image_files):
+    """Split across 2 replicas (5 rows, batch 4): training leaves one row out per epoch, a different one each
+    epoch; validation pads its last batch with a zero-weight copy, so every row counts exactly once."""
+    image_files = image_files[:5]
+    labels = np.arange(5) % 3
+    train = ImageSequence(image_files, labels, image_size=16, batch_size=4, shuffle=True, seed=1, replicas=2)
+    left_out = set()
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        rows = np.concatenate([train.batch_indices(i) for i in range(len(train))])
+        assert len(rows) == 4 and all(len(train[i][0]) % 2 == 0 for i in range(len(train)))
+        left_out |= set(range(5)) - set(rows)
+    assert len(left_out) > 1
+    val = ImageSequence(image_files, labels, image_size=16, batch_size=4, replicas=2)
+    (_, _, w0), (x1, y1, w1) = val[0], val[1]
+    assert len(x1) == 2 and w1.tolist() == [1.0, 0.0] and w0.tolist() == [1.0] * 4
+    assert np.array_equal(x1[1], x1[0]) and np.array_equal(y1[1], y1[0])
+    assert len(ImageSequence(image_files, image_size=16, batch_size=4, replicas=2)[1]) == 1  # unlabelled: as is
+    with pytest.raises(ValueError, match="multiple of replicas"):
+        ImageSequence(image_files, labels, image_size=16, batch_size=3, replicas=2)
+
+
 def test_bad_arguments_are_refused(image_files):
     with pytest.raises(ValueError, match="labels"):
         ImageSequence(image_files, [0, 1], image_size=16, batch_size=2)
