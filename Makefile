@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 GPU ?=
 DATA_DIR ?=
 PROFILE ?=
+VIRTUAL_DEVICES ?=
 
 
 NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble
@@ -21,13 +22,14 @@ SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 # Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
 	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_metrics.py \
-	tests/test_predict.py tests/test_resume.py
+	tests/test_predict.py tests/test_resume.py tests/test_distributed.py
 
 .PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax lint format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
+	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full|tiny  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
+	@echo "             VIRTUAL_DEVICES=N (split the CPU into N devices to try distribution)  ACCELERATOR=gpu|tpu|none (Kaggle)"
 
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed ## Create .venv from requirements.txt (GPU=1: GPU TensorFlow via requirements-gpu.txt)
@@ -63,7 +65,8 @@ LIB_SOURCES := $(shell find lib -name '*.py' -not -path '*/.*')
 nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/train.csv \
 	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
 	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv))
-stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)"
+stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)" \
+	"$(VIRTUAL_DEVICES)"
 
 # papermill runs one notebook headless into its run folder; a failure names the notebook and its executed copy.
 define run_notebook
@@ -72,7 +75,7 @@ define run_notebook
 		echo "== $(1): up to date, skipped (its inputs did not change; FORCE=1 reruns it) =="; \
 	else \
 		echo "== $(1): profile $(PROF), data $(DATA) =="; \
-		$(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
+		$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
 			-f profiles/$(PROF)/$(1).yaml -p data_dir "$(DATA)" -p profile $(PROF) --log-output --no-progress-bar \
 		|| { echo "FAILED: notebook $(1). The executed copy with the traceback: $(RUNS)/$(PROF)/$(1)/$(1).ipynb" >&2; \
 			exit 1; }; \
@@ -107,10 +110,10 @@ lint: | venv ## ruff check + ruff format --check, and every notebook .py/.ipynb 
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(PY) tools/check_notebook_pairs.py
 
-format: | venv ## Fix what ruff can (imports, formatting) and sync the notebook pairs
+format: | venv ## Fix what ruff can (imports, formatting) and rebuild the .ipynb notebooks from their .py sources
 	$(VENV)/bin/ruff check --fix $(LINTED) notebooks/*.py
 	$(VENV)/bin/ruff format $(LINTED)
-	$(VENV)/bin/jupytext --quiet --sync notebooks/[0-9]*.ipynb 2>/dev/null || true
+	@$(MAKE) --no-print-directory notebooks  # the .py files are the source: --sync would add a YAML header to them
 
 test-unit: | venv ## Run the tests in the TensorFlow environment
 	$(PY) -m pytest -q -m "not jax"

@@ -6,6 +6,12 @@ import os
 # set before albumentations or TensorFlow is imported: no PyPI version check, quieter logs.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# CARS_VIRTUAL_DEVICES=N shows the CPU as N devices, to run (and test) distribution without accelerators. JAX
+# reads XLA_FLAGS once, when it starts; TensorFlow is split later, in lib.distribute.split_host_cpu.
+if os.environ.get("CARS_VIRTUAL_DEVICES", "").strip() not in ("", "0", "1"):
+    _flag = f"--xla_force_host_platform_device_count={int(os.environ['CARS_VIRTUAL_DEVICES'])}"
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 NUM_CLASSES = 10
 COMPETITION = "sf-dl-car-classification"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import data, paths
+from lib import data, distribute, paths
+from lib.distribute import DistributionPlan
 from lib.notebook import describe_data, open_run
 from lib.runs import RunRecord, seed_everything, write_csv
 
@@ -27,12 +29,18 @@ class Context:
     train: pd.DataFrame
     val: pd.DataFrame
     precision: str
+    distribution: DistributionPlan
+    time_budget_minutes: float | None  # as used: "auto" resolved for the hardware found
+
+    @property
+    def replicas(self) -> int:
+        return self.distribution.replicas
 
     def sequence(
         self,
         frame: pd.DataFrame,
         image_size: int,
-        batch_size: int,
+        batch_size: int,  # the global batch: per-replica batch_size x replicas
         augment: str = "none",
         shuffle: bool = False,
         labelled: bool = True,
@@ -48,21 +56,36 @@ class Context:
             augment=augment,
             shuffle=shuffle,
             seed=self.params["seed"],
+            replicas=self.replicas,
             **workers,
         )
 
 
 def setup(params: dict) -> Context:
-    """Seed, resolve and check the data, split it, and open the run folder (resuming if it matches)."""
-    from lib.models import apply_precision, describe_device
+    """Pick the backend (before Keras is imported) and the distribution over the devices found, seed, resolve and
+    check the data, split it, and open the run folder (resuming if it matches)."""
 
+    choice = params.get("distribute", "auto")
+    distribute.choose_backend(choice)
+    distribute.split_host_cpu(int(os.environ.get("CARS_VIRTUAL_DEVICES") or 1))
+    devices = distribute.visible_devices()
+    plan = distribute.plan_distribution(choice, _backend(), devices, tf_tpu=distribute.tensorflow_tpu_build())
+    distribute.check_gradient_accumulation(plan, params.get("gradient_accumulation_steps"))
+    distribute.apply_distribution(plan)
     seed_everything(params["seed"])
-    precision = apply_precision(params.get("precision", "auto"))
-    params, data_dir, run = open_run(params, resumable=True, precision_policy=precision)
+    precision = distribute.apply_precision(params.get("precision", "auto"), list(plan.devices))
+    budget = distribute.session_budget_minutes(
+        params.get("time_budget_minutes", "auto"), plan.platform, paths.on_kaggle()
+    )
+    recorded = plan.record(params["batch_size"])
+    params, data_dir, run = open_run(params, resumable=True, precision_policy=precision, distribution=recorded)
+    run.update_metrics(**recorded, precision=precision, time_budget_minutes_used=budget)
     scan = data.scan(data_dir, max_bad_fraction=params.get("max_bad_fraction", 0.01))
     write_csv(run.path("problems.csv"), scan.problems)
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
-    print(describe_device())
+    print(distribute.describe_backend(devices))
+    print(plan.describe(params["batch_size"], precision))
+    print(f"Time budget: {f'{budget:g} minutes' if budget else 'none'} ({params.get('time_budget_minutes', 'auto')!r})")
     print(f"Data: {describe_data(data_dir)}; {scan.summary()}")
     split = (
         f"{params['folds']}-fold cross-validation"
@@ -70,14 +93,20 @@ def setup(params: dict) -> Context:
         else f"{len(train):,} train / {len(val):,} validation"
     )
     print(f"Split (seed {params['seed']}): {split}; precision {precision}; run folder {run.dir}")
-    return Context(params, run, data_dir, scan, train, val, precision)
+    return Context(params, run, data_dir, scan, train, val, precision, plan, budget)
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
 
 
 def build(ctx: Context):
     from lib.models import build_model
 
     p = ctx.params
-    return build_model(
+    model = build_model(
         p["backbone"],
         weights=p["weights"],
         pooling=p["pooling"],
@@ -88,6 +117,8 @@ def build(ctx: Context):
         l2=p["l2"],
         keras_augment=p["keras_augment"],
     )
+    distribute.synchronize_batchnorm(model, ctx.distribution)
+    return model
 
 
 def pseudo_labelled(ctx: Context) -> pd.DataFrame | None:
@@ -107,9 +138,9 @@ def train_settings(ctx: Context):
     from lib.train import TrainSettings, deadline_from
 
     p = ctx.params
-    budget = p.get("time_budget_minutes")
+    budget = ctx.time_budget_minutes
     deadline = deadline_from(budget - p.get("predict_reserve_minutes", 0), STARTED) if budget else None
-    return TrainSettings.from_params(p, deadline=deadline)
+    return TrainSettings.from_params(p, deadline=deadline, replicas=ctx.replicas)
 
 
 def stage_plan(ctx: Context):
@@ -173,7 +204,7 @@ def evaluate(ctx: Context, model) -> Evaluation:
 
     p = ctx.params
     size = prediction_size(ctx)
-    batch = p["batch_size"]
+    batch = p["batch_size"] * ctx.replicas
     val_seq = ctx.sequence(ctx.val, size, batch, labelled=False)
     labels = ctx.val["Category"].to_numpy()
     plain = predict_probs(model, val_seq, ["identity"])

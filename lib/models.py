@@ -1,8 +1,7 @@
-"""Backbones with a custom head, layer freezing for staged fine-tuning, precision policy and device checks."""
+"""Backbones with a custom head, and layer freezing for staged fine-tuning."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 from dataclasses import dataclass
@@ -205,63 +204,3 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
 
 def count_params(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
-
-
-# --------------------------------------------------------------------------- device and precision
-
-
-def accelerator() -> str:
-    """'gpu', 'tpu' or 'cpu', as the active Keras backend sees it."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return {"gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}.get(jax.devices()[0].platform, "cpu")
-    if backend == "tensorflow":
-        from lib.tf_only import tensorflow_devices
-
-        kinds = tensorflow_devices()
-        return "tpu" if "TPU" in kinds else "gpu" if "GPU" in kinds else "cpu"
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
-def resolve_precision(precision: str = "auto") -> str:
-    """'auto' -> mixed_float16 on a CUDA GPU under TensorFlow, mixed_bfloat16 on TPU or a JAX GPU, else float32."""
-    valid = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
-    if precision not in valid:
-        raise ValueError(f"precision={precision!r}; choose one of {valid}")
-    if precision != "auto":
-        return precision
-    device = accelerator()
-    if device == "tpu" or (device == "gpu" and keras.backend.backend() == "jax"):
-        return "mixed_bfloat16"
-    return "mixed_float16" if device == "gpu" else "float32"
-
-
-def apply_precision(precision: str = "auto") -> str:
-    """Set the global Keras dtype policy (before building the model) and return its name."""
-    policy = resolve_precision(precision)
-    keras.config.set_dtype_policy(policy)
-    return policy
-
-
-def nvidia_gpu_present() -> bool:
-    return Path("/proc/driver/nvidia").exists() or (
-        shutil.which("nvidia-smi") is not None and os.system("nvidia-smi -L >/dev/null 2>&1") == 0
-    )
-
-
-def describe_device() -> str:
-    """One line naming backend and device, with a warning when a GPU is installed but the backend misses it."""
-    device = accelerator()
-    line = f"Keras {keras.__version__} on {keras.backend.backend()}, device: {device.upper()}"
-    if device == "cpu" and nvidia_gpu_present():
-        line += (
-            " -- WARNING: an NVIDIA GPU is present but the backend does not see it; "
-            "install the GPU build with `make venv GPU=1` (requirements-gpu.txt)."
-        )
-    return line

@@ -25,11 +25,13 @@ os.umask(_UMASK)
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
 # The only parameters that cannot change the trained weights, so they may differ between a run and its resume:
 # where the run lives, how much it prints, how it is fed, when it stops, how it predicts and names its submission.
-# Every other parameter counts: changing it moves the old run aside (RunRecord.start).
+# `distribute` is a request: what counts is the plan it resolved to on this hardware, which experiment.setup
+# records as `distribution` (strategy, replicas, global batch). Every other parameter counts: changing it moves
+# the old run aside (RunRecord.start).
 RESUME_SAFE = frozenset(
     {
         "run_name", "run_dir", "profile",  # where the run lives
-        "verbose", "workers",
+        "verbose", "workers", "distribute",
         "time_budget_minutes", "predict_reserve_minutes",
         "tta", "tta_passes", "predict_image_size",
         "lr_find_steps",

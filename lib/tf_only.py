@@ -3,18 +3,79 @@
 from __future__ import annotations
 
 
-def tensorflow_devices() -> set[str]:
-    """Device kinds TensorFlow can use, e.g. {'CPU', 'GPU'}."""
+def split_cpu(count: int) -> None:
+    """Show the CPU as `count` logical devices (must run before TensorFlow's runtime starts)."""
     import tensorflow as tf
 
-    return {device.device_type for device in tf.config.list_physical_devices()}
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as err:  # "Virtual devices cannot be modified after being initialized"
+        raise RuntimeError(
+            f"Cannot split the CPU into {count} devices: TensorFlow has already started in this process. "
+            f"Set CARS_VIRTUAL_DEVICES={count} before starting Python (or restart the kernel)."
+        ) from err
 
 
-def tensorflow_gpus() -> list:
-    """GPUs TensorFlow sees (empty on CPU-only installs)."""
+def tensorflow_device_list() -> list[tuple]:
+    """(platform, name, handle, compute capability) per device TensorFlow can train on: its GPUs, else TPU cores
+    (TPU builds only), else its logical CPU devices."""
     import tensorflow as tf
 
-    return tf.config.list_physical_devices("GPU")
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        devices = []
+        for index, gpu in enumerate(gpus):
+            details = tf.config.experimental.get_device_details(gpu)
+            capability = details.get("compute_capability")
+            devices.append(
+                ("gpu", details.get("device_name", "GPU"), f"/device:GPU:{index}",
+                 float(f"{capability[0]}.{capability[1]}") if capability else None)
+            )  # fmt: skip
+        return devices
+    if _tpu_resolver() is not None:
+        return [("tpu", "TPU", tpu.name, None) for tpu in tf.config.list_logical_devices("TPU")]
+    return [("cpu", "CPU", cpu.name, None) for cpu in tf.config.list_logical_devices("CPU")]
+
+
+_TPU = {}
+
+
+def _tpu_resolver():
+    """The local TPU, connected and initialised once; None without a TPU build of TensorFlow or a TPU.
+    (Kaggle's TPU image has no TPU build of TensorFlow, so this path is untested by the project.)"""
+    from lib.distribute import tensorflow_tpu_build
+
+    if "resolver" not in _TPU:
+        _TPU["resolver"] = None
+        if tensorflow_tpu_build():
+            import tensorflow as tf
+
+            try:
+                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+                tf.config.experimental_connect_to_cluster(resolver)
+                tf.tpu.experimental.initialize_tpu_system(resolver)
+                _TPU["resolver"] = resolver
+            except (ValueError, RuntimeError, tf.errors.OpError):
+                pass
+    return _TPU["resolver"]
+
+
+def set_default_strategy(strategy: str, devices: list[str]) -> None:
+    """Make a tf.distribute strategy the default for every model built and compiled from now on (Keras 3 builds
+    and compiles in the default strategy's scope), or restore the default for "none"."""
+    import tensorflow as tf
+
+    if strategy == "none":
+        tf.distribute.experimental_set_strategy(None)
+    elif strategy == "mirrored":
+        tf.distribute.experimental_set_strategy(tf.distribute.MirroredStrategy(devices))
+    elif strategy == "tpu":
+        tf.distribute.experimental_set_strategy(tf.distribute.TPUStrategy(_tpu_resolver()))
+    else:
+        raise ValueError(f"no tf.distribute strategy {strategy!r}")
 
 
 def image_data_generator_flow(paths, labels, *, image_size: int, batch_size: int, seed: int = 0):

@@ -161,14 +161,16 @@ class StageBackup(keras.callbacks.BackupAndRestore):
 OUT_OF_MEMORY_MARKERS = ("resourceexhausted", "resource_exhausted", "out of memory", "oom when allocating")
 
 
-def explain_out_of_memory(error: BaseException, batch_size: int, image_size: int) -> str | None:
-    """A message naming the parameters to change when `error` is the backend running out of accelerator memory."""
+def explain_out_of_memory(error: BaseException, batch_size: int, image_size: int, replicas: int = 1) -> str | None:
+    """A message naming the parameters to change when `error` is the backend running out of accelerator memory.
+    `batch_size` is per replica: what each device holds."""
     text = f"{type(error).__name__}: {error}".lower()
     if not any(marker in text for marker in OUT_OF_MEMORY_MARKERS):
         return None
     half = max(1, batch_size // 2)
+    where = f" per replica (global {batch_size * replicas} over {replicas} replicas)" if replicas > 1 else ""
     return (
-        f"Out of accelerator memory at batch_size={batch_size}, image_size={image_size}. Lower `batch_size` "
+        f"Out of accelerator memory at batch_size={batch_size}{where}, image_size={image_size}. Lower `batch_size` "
         f"(or this stage's `batch_size` in `stages`) or the stage's `image_size`, and keep the effective batch "
         f"with `gradient_accumulation_steps` (e.g. batch_size={half}, gradient_accumulation_steps=2); "
         f"precision='mixed_float16' or 'mixed_bfloat16' also roughly halves activation memory."
@@ -219,29 +221,46 @@ class TrainSettings:
     gradient_accumulation_steps: int | None = None
     seed: int = 0
     verbose: int | str = "auto"
+    lr_scaling: str = "sqrt"  # how each stage's lr follows the global batch (lib.distribute.lr_scale)
     deadline: float | None = None  # wall-clock seconds (time.time()); None: no time budget
+    replicas: int = 1  # devices each batch is split across; batch_size is per replica
 
     @classmethod
-    def from_params(cls, params: dict, deadline: float | None = None) -> TrainSettings:
+    def from_params(cls, params: dict, deadline: float | None = None, replicas: int = 1) -> TrainSettings:
         """The settings a notebook's parameters hold (missing ones keep their defaults)."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"deadline"}
-        return cls(**{k: v for k, v in params.items() if k in known}, deadline=deadline)
+        known = {f.name for f in dataclasses.fields(cls)} - {"deadline", "replicas"}
+        return cls(**{k: v for k, v in params.items() if k in known}, deadline=deadline, replicas=replicas)
 
 
 @dataclass(frozen=True)
 class StagePlan:
-    """What one stage will do: its rows, batch size, steps and learning-rate schedule, and its first epoch."""
+    """What one stage will do: its rows, batch size, steps and learning-rate schedule, and its first epoch.
+
+    Under a distribution strategy `batch_size` is per replica and each step takes the global batch (batch_size x
+    replicas); an epoch leaves out its last rows % replicas rows (lib.pipeline.ImageSequence), and the stage's
+    `lr` is multiplied by `lr_factor` (lib.distribute.lr_scale).
+    """
 
     index: int  # 0-based; stage k on screen and in file names is index + 1
     stage: Stage
-    batch_size: int
+    batch_size: int  # per replica
     augment: str
     train_rows: int
     first_epoch: int  # global epoch index (epochs count on across stages, as in history.csv)
+    replicas: int = 1
+    lr_factor: float = 1.0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.replicas
+
+    @property
+    def lr(self) -> float:
+        return self.stage.lr * self.lr_factor
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-self.train_rows // self.batch_size)
+        return -(-(self.train_rows - self.train_rows % self.replicas) // self.global_batch)
 
     @property
     def total_steps(self) -> int:
@@ -249,21 +268,30 @@ class StagePlan:
 
     def schedule(self):
         stage = self.stage
-        return make_schedule(stage.schedule, stage.lr, self.steps_per_epoch, stage.epochs, **stage.schedule_options)
+        return make_schedule(stage.schedule, self.lr, self.steps_per_epoch, stage.epochs, **stage.schedule_options)
+
+    def describe_batch(self) -> str:
+        if self.replicas == 1:
+            return f"batch {self.batch_size}"
+        return f"batch {self.batch_size} per replica x {self.replicas} = {self.global_batch}"
 
 
 def plan_stages(
     stages: list[dict] | list[Stage], train_rows: int, settings: TrainSettings, pseudo_rows: int = 0
 ) -> list[StagePlan]:
     """The one plan that both training and the LR plot follow: per stage its batch size (the stage's own or the
-    notebook's), rows (train, plus the pseudo-labelled test rows in a pseudo-label stage), steps and schedule."""
+    notebook's), rows (train, plus the pseudo-labelled test rows in a pseudo-label stage), steps and schedule,
+    for `settings.replicas` replicas."""
+    from lib.distribute import lr_scale
+
     stages = parse_stages(stages) if stages and isinstance(stages[0], dict) else list(stages)
+    factor = lr_scale(settings.lr_scaling, settings.replicas)
     plans, first_epoch = [], 0
     for index, stage in enumerate(stages):
         rows = train_rows + (pseudo_rows if stage.pseudo_labels else 0)
         plans.append(
             StagePlan(index, stage, stage.batch_size or settings.batch_size, stage.augment or settings.augment, rows,
-                      first_epoch)
+                      first_epoch, settings.replicas, factor)
         )  # fmt: skip
         first_epoch += stage.epochs
     return plans
@@ -283,6 +311,7 @@ def lr_per_step(plan: list[StagePlan]) -> pd.DataFrame:
                     "lr": lr_curve(stage_plan.schedule(), total),
                     "stage": f"{stage_plan.index + 1}: {stage_plan.stage.name}",
                     "batch_size": stage_plan.batch_size,
+                    "global_batch": stage_plan.global_batch,
                 }
             )
         )
@@ -373,7 +402,9 @@ def train_stages(
     augmentation, dropout masks and early-stopping counters the uninterrupted run would have had. The same
     weights carry from stage to stage; the model accepts any image size, so progressive resizing only changes
     the input pipeline. Ends with the best weights loaded.
-    `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline.
+    `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline; it gets the
+    global batch (the per-replica batch_size x settings.replicas). Build and compile happen in the default
+    distribution's scope (lib.distribute.apply_distribution), so every stage's recompile is in it too.
     """
     settings = settings or TrainSettings()
     pseudo_rows = 0 if pseudo_labelled is None else len(pseudo_labelled)
@@ -419,8 +450,8 @@ def train_stages(
         if stage.pseudo_labels:
             stage_train = pd.concat([train_df, pseudo_labelled[["Id", "Category", "path"]]], ignore_index=True)
             print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
-        train_seq = make_sequence(stage_train, stage.image_size, stage_plan.batch_size, stage_plan.augment, True)
-        val_seq = make_sequence(val_df, stage.image_size, stage_plan.batch_size, "none", False)
+        train_seq = make_sequence(stage_train, stage.image_size, stage_plan.global_batch, stage_plan.augment, True)
+        val_seq = make_sequence(val_df, stage.image_size, stage_plan.global_batch, "none", False)
         accumulation = settings.gradient_accumulation_steps
         optimizer_options = {"gradient_accumulation_steps": accumulation} if accumulation and accumulation > 1 else {}
         model.compile(
@@ -433,8 +464,8 @@ def train_stages(
         )
         print(
             f"Stage {index + 1}/{len(plan)} ({stage.name}): trainable={stage.trainable!r}, "
-            f"{trainable:,} trainable parameters, {stage.image_size}px, batch {stage_plan.batch_size}, "
-            f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage.lr:g} {stage.schedule}"
+            f"{trainable:,} trainable parameters, {stage.image_size}px, {stage_plan.describe_batch()}, "
+            f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage_plan.lr:g} {stage.schedule}"
         )
         budget = TimeBudget(settings.deadline)
         checkpoint = BestWeights(best_path, best)
@@ -473,7 +504,7 @@ def train_stages(
                 verbose=settings.verbose,
             )
         except Exception as err:
-            message = explain_out_of_memory(err, stage_plan.batch_size, stage.image_size)
+            message = explain_out_of_memory(err, stage_plan.batch_size, stage.image_size, stage_plan.replicas)
             if message:
                 raise MemoryError(message) from err
             raise
@@ -491,6 +522,8 @@ def train_stages(
             "trainable_params": trainable,
             "image_size": stage.image_size,
             "batch_size": stage_plan.batch_size,
+            "global_batch_size": stage_plan.global_batch,
+            "lr": stage_plan.lr,
             "epochs_run": len(history.history.get("loss", [])),
             "epochs_planned": stage.epochs,
             "best_val_accuracy": best,

@@ -17,7 +17,6 @@
 from IPython.display import display
 
 from lib import experiment, plots
-from lib.lr_find import lr_range_test, plot_lr_find
 from lib.notebook import collect_params
 
 _before = set(globals())
@@ -40,10 +39,13 @@ dropout = 0.3
 dense_units = 256  # 0: no hidden dense layer
 activation = "relu"  # relu, swish, gelu
 l2 = 0.0
-precision = "auto"  # auto, float32, mixed_float16, mixed_bfloat16
+precision = "auto"  # auto (by device: float32 CPU, float16 GPU < Ampere, bfloat16 newer GPU/TPU), float32, ...
+# devices: auto (every GPU or TPU core found), none, mirrored (tf.distribute, GPUs), tpu, data_parallel (JAX)
+distribute = "auto"
+lr_scaling = "sqrt"  # how each stage's lr follows the global batch over N replicas: none, linear (x N), sqrt
 jit_compile = "auto"
 # data and augmentation
-batch_size = 32
+batch_size = 32  # per replica (device); the global batch is this x the replicas
 augment = "medium"  # albumentations preset: none, light, medium, heavy
 keras_augment = "none"  # Keras preprocessing layers inside the model: none, light, medium, heavy
 workers = 0  # input pipeline threads (0: automatic)
@@ -63,7 +65,7 @@ class_weight = None  # or "balanced"
 early_stopping_patience = 3
 gradient_accumulation_steps = None
 lr_find_steps = 100  # LR range test before training (0: skip)
-time_budget_minutes = 9 * 60 - 20  # Kaggle's 9-hour GPU session, minus a margin
+time_budget_minutes = "auto"  # auto: Kaggle's session limit minus 20 min (12 h GPU/CPU, 9 h TPU), none elsewhere
 predict_reserve_minutes = 30  # kept free for prediction and the submission
 verbose = "auto"
 # prediction
@@ -106,11 +108,12 @@ plots.lr_schedule(experiment.planned_lr(ctx));
 
 # %%
 if lr_find_steps:
+    from lib.lr_find import lr_range_test, plot_lr_find
     from lib.models import set_trainable
 
     first = experiment.stage_plan(ctx)[0]  # the first stage as training will run it
     set_trainable(model, first.stage.trainable)
-    found = lr_range_test(model, ctx.sequence(ctx.train, first.stage.image_size, first.batch_size, first.augment,
+    found = lr_range_test(model, ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment,
                                               shuffle=True),
                           loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0)
     plot_lr_find(found)

@@ -2,10 +2,10 @@
 # # 04 EfficientNetB7: large images under a time budget
 #
 # The same staged transfer learning as notebook 03, with `EfficientNetB7` at 384 -> 448 -> 512 px. B7 is
-# slow and memory-hungry: the batch shrinks as the images grow, and gradient accumulation keeps the
-# effective batch at 16-32. The seed's B7 notebook never produced a submission because Kaggle's session
-# ended first; here a time budget stops training cleanly before the deadline, the best weights are
-# restored, and the notebook always ends with a written, validated submission.
+# slow and memory-hungry: the batch per device shrinks as the images grow (16 -> 8 -> 4). On Kaggle's GPU T4 x2
+# both T4s train, so each step takes 32 -> 16 -> 8 photos. The seed's B7 notebook never produced a submission
+# because Kaggle's session ended first; here a time budget stops training cleanly before the deadline, the best
+# weights are restored, and the notebook always ends with a written, validated submission.
 #
 # **Expected result.** Full profile on a Kaggle GPU: validation accuracy around 0.96-0.98 (competitors
 # reported 0.972-0.978 public scores with EfficientNets at 384-512 px). Demo profile: B7 from scratch on the
@@ -46,14 +46,17 @@ dropout = 0.4
 dense_units = 0  # B7's 2560 features go straight to the classifier
 activation = "swish"
 l2 = 0.0
-precision = "auto"
+precision = "auto"  # auto (by device: float32 CPU, float16 GPU < Ampere, bfloat16 newer GPU/TPU), float32, ...
+# devices: auto (every GPU or TPU core found), none, mirrored (tf.distribute, GPUs), tpu, data_parallel (JAX)
+distribute = "auto"
+lr_scaling = "sqrt"  # how each stage's lr follows the global batch over N replicas: none, linear (x N), sqrt
 jit_compile = "auto"
 # data and augmentation
-batch_size = 16
+batch_size = 16  # per replica (device); the global batch is this x the replicas
 augment = "medium"
 keras_augment = "none"
 workers = 0
-# training: the batch shrinks as images grow; gradient accumulation keeps the effective batch up
+# training: the batch shrinks as images grow
 stages = [
     {"name": "head", "trainable": "head", "epochs": 2, "image_size": 384, "optimizer": "adam", "lr": 1e-3},
     {"name": "top 30%", "trainable": 0.3, "epochs": 5, "image_size": 448, "batch_size": 8, "optimizer": "adamw",
@@ -67,8 +70,10 @@ label_smoothing = 0.1
 pseudo_labels_file = ""  # empty: runs/<profile>/05_ensemble/pseudo_labels.csv
 class_weight = None
 early_stopping_patience = 3
-gradient_accumulation_steps = 4
-time_budget_minutes = 9 * 60 - 20  # Kaggle's 9-hour GPU session, minus a margin
+# e.g. 4 keeps the effective batch up on one device; under TensorFlow's MirroredStrategy (Kaggle's 2 x T4) it
+# stops with a message, as Keras cannot sync its conditional update there (JAX's data_parallel can)
+gradient_accumulation_steps = None
+time_budget_minutes = "auto"  # auto: Kaggle's session limit minus 20 min (12 h GPU/CPU, 9 h TPU), none elsewhere
 predict_reserve_minutes = 45  # 10-pass TTA at 512 px over 6,675 test photos takes a while
 verbose = "auto"
 # prediction

@@ -135,3 +135,24 @@ def test_help_lists_every_target():
     done = make("help", output_root=paths.PROJECT_ROOT)
     for target in ["run-all", *NOTEBOOKS, "test", "score", "notebooks", "clean", "bench", "data", "submit"]:
         assert f"{target} " in done.stdout
+
+
+@pytest.mark.slow
+def test_a_model_notebook_runs_on_two_virtual_devices(tmp_path):
+    """`make 03_xception VIRTUAL_DEVICES=2`: papermill runs the notebook with the CPU split in two, and it trains,
+    predicts and submits under the strategy `auto` picks for the backend, recording it in its run folder."""
+    from lib.demo import generate
+
+    data_dir = generate(tmp_path / "cars", train_per_class=4, test_per_class=1, seed=7)
+    done = make("03_xception", f"DATA_DIR={data_dir}", "PROFILE=tiny", "VIRTUAL_DEVICES=2", output_root=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    run = tmp_path / "runs" / "tiny" / "03_xception"
+    printed = "".join(
+        o.get("text", "")
+        for c in nbformat.read(run / "03_xception.ipynb", as_version=4).cells
+        for o in c.get("outputs", [])
+    )
+    assert "Devices: 2 x CPU" in printed and "global batch 16 = 8 per replica" in printed
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["replicas"], metrics["global_batch_size"]) == (2, 16)
+    validate_submission(tmp_path / "submissions" / "xception.csv", read_sample_ids(data_dir / "sample-submission.csv"))

@@ -13,7 +13,6 @@ from lib.models import (
     build_model,
     count_params,
     load_backbone,
-    resolve_precision,
     set_trainable,
 )
 
@@ -94,11 +93,10 @@ def test_head_is_float32_under_mixed_precision():
         keras.config.set_dtype_policy("float32")
 
 
-def test_precision_auto_is_float32_on_cpu():
-    assert resolve_precision("auto") == "float32"
-    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("half")
+def test_precision_auto_is_float32_on_this_cpu():
+    from lib.distribute import resolve_precision, visible_devices
+
+    assert resolve_precision("auto", visible_devices()) == "float32"
 
 
 def test_offline_imagenet_weights_give_a_clear_error(monkeypatch, tmp_path):
