@@ -2,7 +2,8 @@
 # GPU benchmark for a lent machine (Python 3.12, JAX, no TensorFlow, no network). From the repo root:
 #   bench/fetch_wheels.sh            # here, once: downloads the missing wheels into .whl/
 #   bench/gpu.sh [gpu_xception.py options]   # there, with .whl carried
-# Prints compute-only and end-to-end img/s for Xception 299 bf16 and their ratio; about 3-4 minutes on an H100.
+# Prints compute-only and end-to-end img/s for Xception 299 bf16 and their ratio, then img/s of the series own
+# training path (lib.train) on every GPU through keras.distribution; about 4-5 minutes on an H100 (not yet run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" > /dev/null; then

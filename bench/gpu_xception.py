@@ -1,6 +1,7 @@
-"""Xception 299 bf16 on one GPU under Keras/JAX: end to end from JPEG files through lib.pipeline + model.fit,
-versus compute only on a batch already on the device. Run by bench/gpu.sh; tiny CPU check:
-KERAS_BACKEND=jax python bench/gpu_xception.py --images 16 --size 96 --batch 4 --steps 2."""
+"""Xception 299 bf16 under Keras/JAX: end to end from JPEG files through lib.pipeline + model.fit on one GPU, versus
+compute only on a batch already on the device; then the series' own training path (lib.distribute + lib.train) on
+every GPU through keras.distribution. Run by bench/gpu.sh; tiny CPU check (2 virtual devices):
+CARS_VIRTUAL_DEVICES=2 KERAS_BACKEND=jax python bench/gpu_xception.py --images 32 --size 96 --batch 4 --steps 2"""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", default="medium")
     parser.add_argument("--precision", default="mixed_bfloat16", help="Keras dtype policy (float32 for fp32)")
     parser.add_argument("--cache", action="store_true", help="also time an epoch with the memmap cache warm")
+    parser.add_argument("--no-lib-path", dest="lib_path", action="store_false", help="skip the lib.train run")
     args = parser.parse_args(argv)
 
     import lib
@@ -150,8 +152,48 @@ def main(argv=None) -> int:
     print(f"| end to end: JPEG -> lib.pipeline ({args.augment}, {args.workers} {mode}) -> fit | {end_to_end:.0f} |")
     if args.cache and len(timer.rates) > args.epochs:
         print(f"| end to end, memmap cache warm | {timer.rates[-1]:.0f} |")
+    if args.lib_path:
+        print(lib_training_path(paths, labels, args, root))
     print(f"\nend-to-end / compute-only = {end_to_end / compute_rate:.2f}; total {time.perf_counter() - started:.0f}s")
     return 0
+
+
+def lib_training_path(paths, labels, args, root: Path) -> str:
+    """The notebooks' training path on every device `auto` finds (keras.distribution.DataParallel over all GPUs):
+    lib.models.build_model, then lib.train.train_stages for 2 epochs, all layers, batch --batch per replica.
+    Returns the table row: img/s of the second epoch, from history.csv's `seconds`."""
+    import keras
+    import pandas as pd
+
+    from lib import distribute
+    from lib.models import build_model as build_series_model
+    from lib.pipeline import ImageSequence
+    from lib.runs import RunRecord
+    from lib.train import TrainSettings, train_stages
+
+    plan = distribute.plan_distribution("auto", keras.backend.backend(), distribute.visible_devices())
+    distribute.apply_distribution(plan)
+    keras.mixed_precision.set_global_policy(args.precision)
+    print(plan.describe(args.batch, args.precision), flush=True)
+    model = build_series_model("xception", weights=None, dense_units=0)
+    frame = pd.DataFrame({"path": paths, "Category": labels})
+    train, val = frame.iloc[: len(frame) * 7 // 8], frame.iloc[len(frame) * 7 // 8 :]
+
+    def sequence(rows, size, batch, augment, shuffle):
+        return ImageSequence(rows["path"].tolist(), rows["Category"].to_numpy(), image_size=size, batch_size=batch,
+                             augment=augment, shuffle=shuffle, workers=args.workers, replicas=plan.replicas,
+                             max_queue_size=max(16, 2 * args.workers))  # fmt: skip
+
+    settings = TrainSettings(batch_size=args.batch, augment=args.augment, replicas=plan.replicas, verbose=0)
+    stages = [{"name": "all", "trainable": "all", "epochs": 2, "image_size": args.size, "lr": 1e-3}]
+    run = RunRecord(root / "lib-run")
+    result = train_stages(model, stages, train, val, run, make_sequence=sequence, settings=settings)
+    seconds = float(result.history["seconds"].iloc[-1])  # the second epoch: traced already
+    rate = len(train) / seconds
+    return (
+        f"| lib.train on {plan.replicas} x {plan.devices[0].name} ({plan.strategy}), global batch "
+        f"{args.batch * plan.replicas}, epoch 2 incl. validation | {rate:.0f} |"
+    )
 
 
 if __name__ == "__main__":
