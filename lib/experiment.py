@@ -64,7 +64,6 @@ class Context:
 def setup(params: dict) -> Context:
     """Pick the backend (before Keras is imported) and the distribution over the devices found, seed, resolve and
     check the data, split it, and open the run folder (resuming if it matches)."""
-
     choice = params.get("distribute", "auto")
     distribute.choose_backend(choice)
     distribute.split_host_cpu(int(os.environ.get("CARS_VIRTUAL_DEVICES") or 1))
@@ -92,7 +91,7 @@ def setup(params: dict) -> Context:
         if params.get("folds", 0) >= 2
         else f"{len(train):,} train / {len(val):,} validation"
     )
-    print(f"Split (seed {params['seed']}): {split}; precision {precision}; run folder {run.dir}")
+    print(f"Split (seed {params['seed']}): {split}; run folder {run.dir}")
     return Context(params, run, data_dir, scan, train, val, precision, plan, budget)
 
 

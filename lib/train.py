@@ -169,10 +169,11 @@ def explain_out_of_memory(error: BaseException, batch_size: int, image_size: int
         return None
     half = max(1, batch_size // 2)
     where = f" per replica (global {batch_size * replicas} over {replicas} replicas)" if replicas > 1 else ""
+    accumulate = "" if replicas == 1 else " (on the JAX backend; tf.distribute cannot accumulate)"
     return (
         f"Out of accelerator memory at batch_size={batch_size}{where}, image_size={image_size}. Lower `batch_size` "
         f"(or this stage's `batch_size` in `stages`) or the stage's `image_size`, and keep the effective batch "
-        f"with `gradient_accumulation_steps` (e.g. batch_size={half}, gradient_accumulation_steps=2); "
+        f"with `gradient_accumulation_steps`{accumulate} (e.g. batch_size={half}, gradient_accumulation_steps=2); "
         f"precision='mixed_float16' or 'mixed_bfloat16' also roughly halves activation memory."
     )
 

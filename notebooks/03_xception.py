@@ -4,7 +4,8 @@
 # Fine-tunes a Keras `Xception` backbone with a small custom head. Training runs in stages: first the head
 # alone on a frozen backbone, then more and more of the backbone, with the image size growing from stage to
 # stage (progressive resizing). BatchNorm layers of a pretrained backbone stay in inference mode throughout.
-# Validation and test photos are predicted with test-time augmentation (TTA).
+# Validation and test photos are predicted with test-time augmentation (TTA). Training uses every GPU or TPU core
+# it finds (`distribute = "auto"`): on Kaggle's GPU T4 x2 both T4s train.
 #
 # **Expected result.** Full profile on the real data (ImageNet weights, GPU): validation accuracy around
 # 0.95-0.97, in line with the seed notebook's 0.95086 public score. Demo profile: Xception from scratch on
@@ -76,6 +77,12 @@ tta_passes = 10
 # %%
 params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
+
+# %% [markdown]
+# The lines above say what this run works with: the Keras backend, then the devices and how training spreads
+# over them, e.g. `Devices: 2 x Tesla T4 (tf.distribute.MirroredStrategy), global batch 64 = 32 per replica,
+# precision mixed_float16` on Kaggle's GPU T4 x2, or `1 x CPU (single device)` here; the time budget; the data and
+# its split. `batch_size` is per device, and with several devices each step trains on all their batches at once.
 
 # %% [markdown]
 # ## Model

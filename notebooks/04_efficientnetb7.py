@@ -86,6 +86,11 @@ params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
 
 # %% [markdown]
+# As in 03: the backend, the devices and the strategy that spreads training over them, the global batch and
+# precision (`mixed_float16` on a T4), the time budget (`auto`: 700 minutes in a Kaggle GPU session, 520 on a TPU),
+# the data and its split.
+
+# %% [markdown]
 # ## Model
 
 # %%

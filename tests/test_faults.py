@@ -27,6 +27,12 @@ def test_out_of_memory_suggests_the_parameters(error):
         assert words in message
 
 
+def test_out_of_memory_under_a_strategy_names_the_per_replica_batch():
+    message = explain_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory"), 16, 448, replicas=2)
+    assert "batch_size=16 per replica (global 32 over 2 replicas), image_size=448" in message
+    assert "tf.distribute cannot accumulate" in message
+
+
 def test_other_errors_are_left_alone():
     assert explain_out_of_memory(ValueError("shapes do not match"), batch_size=32, image_size=299) is None
 
