@@ -122,7 +122,8 @@ if lr_find_steps:
     set_trainable(model, first.stage.trainable)
     found = lr_range_test(model, ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment,
                                               shuffle=True),
-                          loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0)
+                          loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0,
+                          replicas=ctx.replicas)
     plot_lr_find(found)
     print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.stage.lr:g})")
     ctx.run.update_metrics(lr_find_suggested=found.suggested_lr)

@@ -78,7 +78,8 @@ def test_range_test_ramps_exponentially_restores_weights_and_suggests_sane_lr():
     assert smoothed[at + 3] < smoothed[at] < smoothed[at - 3]
 
 
-def test_losses_are_per_batch_not_epoch_running_means():
+@pytest.mark.parametrize("replicas", [1, 2])  # 2: the model.fit path a strategy takes (here on one device)
+def test_losses_are_per_batch_not_epoch_running_means(replicas):
     # At a negligible LR the model barely changes, so each recorded loss must equal that batch's own loss.
     x, y = separable_data(n=96)
     model = tiny_model(seed=1)
@@ -88,7 +89,9 @@ def test_losses_are_per_batch_not_epoch_running_means():
         part = slice(i * 32, (i + 1) * 32)
         batch_loss = keras.losses.categorical_crossentropy(y[part], model(x[part], training=True))
         expected.append(float(ops.convert_to_numpy(ops.mean(batch_loss))))
-    result = lr_range_test(model, data, loss="categorical_crossentropy", min_lr=1e-12, max_lr=2e-12, steps=6)
+    result = lr_range_test(
+        model, data, loss="categorical_crossentropy", min_lr=1e-12, max_lr=2e-12, steps=6, replicas=replicas
+    )
     losses = result.history["loss"].to_numpy()
     np.testing.assert_allclose(losses[:3], expected, rtol=1e-4)
     np.testing.assert_allclose(losses[3:], expected, rtol=1e-4)  # the PyDataset wraps around
