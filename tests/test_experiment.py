@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 
 from lib import experiment
+from lib.distribute import Device, DistributionPlan
 from lib.ensemble import combine_runs
 from lib.runs import load_probs
+
+ONE_CPU = DistributionPlan("none", "tensorflow", (Device("cpu", "CPU", "/device:CPU:0"),))
 
 
 def params(tiny_demo, run_dir, **overrides):
@@ -98,6 +101,8 @@ def test_planned_lr_has_one_row_per_step_of_every_stage():
         train=pd.DataFrame({"Id": range(10)}),
         val=None,
         precision="float32",
+        distribution=ONE_CPU,
+        time_budget_minutes=None,
     )
     plan = experiment.planned_lr(ctx)  # 10 rows at batch 4: 3 steps per epoch
     assert list(plan["step"]) == list(range(9))
@@ -119,6 +124,8 @@ def test_prediction_uses_the_size_training_reached(tmp_path):
         train=pd.DataFrame({"Id": range(10)}),
         val=None,
         precision="float32",
+        distribution=ONE_CPU,
+        time_budget_minutes=None,
     )
     assert experiment.prediction_size(ctx) == 96  # nothing trained yet: the plan's last stage
     run.update_metrics(stages=[{"stage": 1, "image_size": 72, "epochs_run": 2, "stopped_by_budget": True}])
