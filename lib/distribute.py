@@ -178,7 +178,7 @@ def visible_devices() -> list[Device]:
     if backend == "tensorflow":
         from lib.tf_only import tensorflow_device_list
 
-        return [Device(*fields) for fields in tensorflow_device_list()]
+        return [Device(*fields) for fields in tensorflow_device_list(tensorflow_tpu_build())]
     return [Device("cpu", "CPU", "cpu:0")]
 
 

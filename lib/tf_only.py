@@ -19,9 +19,9 @@ def split_cpu(count: int) -> None:
         ) from err
 
 
-def tensorflow_device_list() -> list[tuple]:
+def tensorflow_device_list(tpu_build: bool = False) -> list[tuple]:
     """(platform, name, handle, compute capability) per device TensorFlow can train on: its GPUs, else TPU cores
-    (TPU builds only), else its logical CPU devices."""
+    (`tpu_build`: a TPU build of TensorFlow is installed), else its logical CPU devices."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -35,7 +35,7 @@ def tensorflow_device_list() -> list[tuple]:
                  float(f"{capability[0]}.{capability[1]}") if capability else None)
             )  # fmt: skip
         return devices
-    if _tpu_resolver() is not None:
+    if tpu_build and _tpu_resolver() is not None:
         return [("tpu", "TPU", tpu.name, None) for tpu in tf.config.list_logical_devices("TPU")]
     return [("cpu", "CPU", cpu.name, None) for cpu in tf.config.list_logical_devices("CPU")]
 
@@ -44,22 +44,19 @@ _TPU = {}
 
 
 def _tpu_resolver():
-    """The local TPU, connected and initialised once; None without a TPU build of TensorFlow or a TPU.
-    (Kaggle's TPU image has no TPU build of TensorFlow, so this path is untested by the project.)"""
-    from lib.distribute import tensorflow_tpu_build
+    """The local TPU, connected and initialised once; None without one. Called only where a TPU build of
+    TensorFlow is installed (Kaggle's TPU image has none, so this path is untested by the project)."""
+    import tensorflow as tf
 
     if "resolver" not in _TPU:
         _TPU["resolver"] = None
-        if tensorflow_tpu_build():
-            import tensorflow as tf
-
-            try:
-                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
-                tf.config.experimental_connect_to_cluster(resolver)
-                tf.tpu.experimental.initialize_tpu_system(resolver)
-                _TPU["resolver"] = resolver
-            except (ValueError, RuntimeError, tf.errors.OpError):
-                pass
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            _TPU["resolver"] = resolver
+        except (ValueError, RuntimeError, tf.errors.OpError):
+            pass
     return _TPU["resolver"]
 
 
