@@ -44,6 +44,24 @@ def run_module(module: str, *args: str, env: dict, cwd: Path = PROJECT_ROOT) -> 
     )
 
 
+def kaggle_make(tmp_path: Path, env: dict):
+    """`make` with kaggle.mk included as the project's Makefile includes it (PY, a no-op venv, help), for
+    `make(*args) -> CompletedProcess` calls through the fake kaggle CLI."""
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(
+        f"PY := {sys.executable}\nvenv:\n\t@true\n"
+        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
+        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
+    )
+    env = {k: v for k, v in env.items() if k != "MAKEFLAGS"}
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        command = ["make", "-s", "-f", str(makefile), *args]
+        return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    return make
+
+
 def kaggle_calls(env: dict) -> list[dict]:
     """Every call the fake kaggle received, in order."""
     path = Path(env["FAKE_KAGGLE_LOG"])

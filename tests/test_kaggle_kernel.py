@@ -13,7 +13,7 @@ import pytest
 
 from lib.kaggle.kernel import BUNDLE_TAG, lib_sources
 from lib.submission import read_sample_ids, validate_submission
-from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, run_module
+from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
 
 LIB = PROJECT_ROOT / "lib"
 TINY_NOTEBOOK = """\
@@ -221,18 +221,8 @@ def test_push_without_build_says_what_to_run(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny):
     """kaggle.mk as the Makefile includes it: ACCELERATOR= reaches the build, and push sends that folder."""
-    makefile = tmp_path / "Makefile"
-    makefile.write_text(
-        f"PY := {sys.executable}\nvenv:\n\t@true\n"
-        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
-        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
-    )
     env = kaggle_env(tmp_path)
-    env.pop("MAKEFLAGS", None)
-
-    def make(*args):
-        command = ["make", "-s", "-f", str(makefile), *args]
-        return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    make = kaggle_make(tmp_path, env)
 
     helped = make("help").stdout
     assert "ACCELERATOR=gpu|tpu|none" in next(line for line in helped.splitlines() if line.startswith("kaggle-kernel:"))

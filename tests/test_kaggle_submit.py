@@ -225,36 +225,19 @@ def test_list_appends_new_rows_and_keeps_history(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_targets_through_kaggle_mk(tmp_path, demo_data):
     """kaggle.mk as the Makefile includes it: help lines, and FILE=/MSG=/FORCE= reach lib.kaggle.submit intact."""
-    import subprocess
-    import sys
+    from tests.kaggle_fixtures import kaggle_make
 
-    from tests.kaggle_fixtures import PROJECT_ROOT
-
-    makefile = tmp_path / "Makefile"
-    makefile.write_text(
-        f"PY := {sys.executable}\nvenv:\n\t@true\n"
-        "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
-        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
-    )
     env = kaggle_env(tmp_path)
-    helped = subprocess.run(
-        ["make", "-s", "-f", str(makefile), "help"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    make = kaggle_make(tmp_path, env)
+    helped = make("help")
     listed = {line.split(":")[0] for line in helped.stdout.splitlines()}
     assert {"data", "submit", "submissions", "kaggle-kernel", "kaggle-push", "kaggle-status", "kaggle-output"} <= listed
 
     file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
-    args = ["make", "-s", "-f", str(makefile), "submit", f"FILE={file}", f"DATA_DIR={demo_data}"]
-    refused = subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    args = ["submit", f"FILE={file}", f"DATA_DIR={demo_data}"]
+    refused = make(*args)
     assert refused.returncode != 0 and "FORCE=1" in refused.stderr and uploads(env) == []
-    done = subprocess.run(
-        args + ["FORCE=1", 'MSG=it\'s "mine"'], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    done = make(*args, "FORCE=1", 'MSG=it\'s "mine"')
     assert done.returncode == 0, done.stderr
     assert message_of(uploads(env)[0]) == 'it\'s "mine"'
 
