@@ -46,13 +46,52 @@ def has_competition_layout(folder: Path) -> bool:
     return (folder / "train.csv").is_file() and ((folder / "train").is_dir() or (folder / "train.zip").is_file())
 
 
-def kaggle_input_dir() -> Path | None:
-    """The competition's input folder inside a Kaggle kernel, wherever Kaggle mounted it."""
+# Kaggle mounts attached inputs as /kaggle/input/<slug>/ (its docs) or, in kernels seen in 2026, as
+# /kaggle/input/{competitions,datasets/<owner>,notebooks/<user>}/<slug>/; neither is documented as a rule, so
+# lib searches the input for what it needs instead of trusting one layout.
+IMAGE_FOLDERS = frozenset({"train", "test_upload"})  # ~22k photos on the real data: never searched
+COMPETITION_SEARCH_DEPTH = 4  # input/datasets/<owner>/<slug> is 3 levels down
+INPUT_SEARCH_DEPTH = 8  # input/notebooks/<user>/<slug>/runs/<profile>/<run> is 6
+PROBS_FILE = "probs_val.csv"  # what makes a folder a finished model run for the ensemble
+
+
+class RunNotFoundError(ValueError):
+    """A model run the ensemble needs is missing, or found in more than one place."""
+
+
+def _walk_input(max_depth: int):
+    """(folder, file names) for every folder under <kaggle root>/input down to `max_depth` levels, in sorted
+    order; image folders, hidden folders and the insides of a competition-layout folder are skipped."""
     base = kaggle_root() / "input"
-    for candidate in (base / COMPETITION, base / "competitions" / COMPETITION, base):
-        if has_competition_layout(candidate):
-            return candidate
-    return None
+    for folder, subfolders, files in os.walk(base, followlinks=True):  # a mount may be a link; depth ends loops
+        here = Path(folder)
+        if len(here.relative_to(base).parts) >= max_depth or has_competition_layout(here):
+            subfolders.clear()
+        else:
+            subfolders[:] = sorted(d for d in subfolders if d not in IMAGE_FOLDERS and not d.startswith("."))
+        yield here, files
+
+
+def find_kaggle_input(filename: str, max_depth: int = INPUT_SEARCH_DEPTH) -> list[Path]:
+    """Every file named exactly `filename` under <kaggle root>/input, sorted, each file once even when two mount
+    paths lead to it (the first path kept); [] outside a Kaggle kernel."""
+    if not on_kaggle():
+        return []
+    matches = sorted(folder / filename for folder, files in _walk_input(max_depth) if filename in files)
+    unique = {}
+    for path in matches:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def kaggle_input_dir() -> Path | None:
+    """The competition's input folder inside a Kaggle kernel, wherever Kaggle mounted it: a folder with the
+    competition layout, the one named like the competition first, then the shallowest."""
+    base = kaggle_root() / "input"
+    if not base.is_dir():
+        return None
+    found = [folder for folder, _ in _walk_input(COMPETITION_SEARCH_DEPTH) if has_competition_layout(folder)]
+    return min(found, key=lambda f: (f.name != COMPETITION, len(f.parts), str(f)), default=None)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -77,6 +116,39 @@ def default_profile(data_dir: str | os.PathLike) -> str:
 def run_dir(profile: str, name: str) -> Path:
     """One folder per notebook run: runs/<profile>/<notebook name>."""
     return runs_dir() / profile / name
+
+
+def find_run_dir(profile: str, name: str) -> Path:
+    """The finished run `name` (a folder holding probs_val.csv): runs/<profile>/<name> of this output root, else,
+    in a Kaggle kernel, the one folder named `name` under the attached inputs (an earlier kernel's output),
+    preferring .../<profile>/<name>; the only run of another profile is taken with a printed note."""
+    local = run_dir(profile, name)
+    if (local / PROBS_FILE).is_file():
+        return local
+    fix = f"run it first: locally `make {name}` (or `make run-all`)"
+    if not on_kaggle():
+        raise RunNotFoundError(f"no run {name} (profile {profile}): {local / PROBS_FILE} is missing; {fix}.")
+    base = kaggle_root() / "input"
+    found = [p.parent for p in find_kaggle_input(PROBS_FILE) if p.parent.name == name]
+    same_profile = [folder for folder in found if folder.parent.name == profile]
+    if len(same_profile) == 1:
+        return same_profile[0]
+    candidates = same_profile or found
+    profiles = sorted({folder.parent.name for folder in found})
+    if len(candidates) > 1:
+        raise RunNotFoundError(
+            f"run {name} (profile {profile}) is in {len(candidates)} places under {base}: "
+            f"{', '.join(map(str, candidates))}; attach only one kernel output that holds it"
+            + ("." if same_profile else f", or set profile to the one you mean ({', '.join(profiles)}).")
+        )
+    if candidates:
+        print(f"{name}: no run for profile {profile}; taking the only one found, profile {found[0].parent.name}.")
+        return found[0]
+    raise RunNotFoundError(
+        f"no run {name} (profile {profile}): no {local / PROBS_FILE}, and no folder {name}/ holding {PROBS_FILE} "
+        f"under {base} (searched {INPUT_SEARCH_DEPTH} levels deep); {fix}, or on Kaggle attach the output of the "
+        f"kernel that ran {name} (`make kaggle-run-all` attaches the 03 and 04 kernels through kernel_sources)."
+    )
 
 
 def keras_home() -> Path:
