@@ -5,11 +5,12 @@
 # split), so blend weights can be fitted there: non-negative weights summing to one that minimise the
 # validation log-loss. The blended test probabilities become the final `submissions/submission.csv`.
 #
-# **Expected result.** A table of weights and validation accuracy per model and for the ensemble, a
-# per-class table, and the submission. The weights minimise log-loss, not accuracy, so the ensemble's
-# accuracy is usually, not always, at least the best single model's; and since the weights were fitted on
-# these rows, its figure is slightly optimistic. On the demo, `make score` then prints the accuracy on the
-# demo's hidden test labels. Nothing is trained here; it takes seconds.
+# **Expected result.** One line per model naming the run folder it was read from, a table of weights and
+# validation accuracy per model and for the ensemble, a per-class table, and the submission. The weights
+# minimise log-loss, not accuracy, so the ensemble's accuracy is usually, not always, at least the best single
+# model's; and since the weights were fitted on these rows, its figure is slightly optimistic. On the demo,
+# `make score` then prints the accuracy on the demo's hidden test labels. Nothing is trained here; it takes
+# seconds.
 
 # %%
 from IPython.display import display
@@ -36,10 +37,21 @@ pseudo_label_threshold = 0.98  # test rows at least this confident are written t
 params, data_dir, run = open_run(collect_params(globals(), _before))
 
 # %% [markdown]
+# ## Where the model runs are
+# Each model's run is its folder `runs/<profile>/<name>/` here. In a Kaggle kernel, where that folder is empty,
+# it is searched for under `/kaggle/input`, where Kaggle mounts the attached outputs of the 03 and 04 kernels
+# (as `/kaggle/input/<slug>/runs/...` or `/kaggle/input/notebooks/<user>/<slug>/runs/...`).
+
+# %%
+run_folders = {name: paths.find_run_dir(profile, name) for name in models}
+for name, folder in run_folders.items():
+    print(f"{name}: run from {folder}")
+
+# %% [markdown]
 # ## Weights fitted on the validation rows
 
 # %%
-fitted = combine_runs({name: paths.run_dir(profile, name) for name in models}, method=method, search=search)
+fitted = combine_runs(run_folders, method=method, search=search)
 scores = fitted.scores()
 display(scores)
 

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 
 import nbformat
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 
 from lib import paths
 from lib.submission import read_sample_ids, validate_submission
+from tests.kaggle_fixtures import kaggle_env, run_module
 
 NOTEBOOKS = ["01_eda", "02_augmentation_preview", "03_xception", "04_efficientnetb7", "05_ensemble"]
 
@@ -121,7 +124,55 @@ def test_failing_notebook_stops_make_and_keeps_the_traceback(tiny_run, tmp_path)
     assert done.returncode != 0
     executed = tmp_path / "runs" / "tiny" / "05_ensemble" / "05_ensemble.ipynb"
     assert f"FAILED: notebook 05_ensemble. The executed copy with the traceback: {executed}" in done.stderr
-    assert "EnsembleError" in executed.read_text() and "make 03_xception" in executed.read_text()
+    assert "RunNotFoundError" in executed.read_text() and "make 03_xception" in executed.read_text()
+
+
+# Where Kaggle mounts the 03/04 kernels' outputs and the competition: its docs, and kernels seen in 2026.
+KAGGLE_MOUNTS = {
+    "docs": ("input/{slug}", "input/sf-dl-car-classification"),
+    "2026": ("input/notebooks/tester/{slug}", "input/competitions/sf-dl-car-classification"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", KAGGLE_MOUNTS)
+def test_bundled_ensemble_on_kaggle_blends_the_attached_model_runs(tiny_run, tmp_path, layout):
+    """05 bundled as a kernel on a fake /kaggle: the real 03/04 runs of `make run-all` attached as kernel outputs
+    give the same submission as the local 05."""
+    data_dir, output_root, _ = tiny_run
+    env = kaggle_env(tmp_path)
+    build = tmp_path / "build"
+    args = ["build", "--notebook", "05_ensemble", "--id", "tester/sf-dl-cars-05-ensemble", "--out", str(build)]
+    built = run_module("lib.kaggle.kernel", *args, env=env)
+    assert built.returncode == 0, built.stderr
+    root = tmp_path / "kaggle"
+    kernel_mount, competition_mount = KAGGLE_MOUNTS[layout]
+    shutil.copytree(data_dir, root / competition_mount)
+    attached = {}
+    for name in ("03_xception", "04_efficientnetb7"):
+        slug = "sf-dl-cars-" + name.replace("_", "-")
+        attached[name] = root / kernel_mount.format(slug=slug) / "runs" / "tiny" / name
+        shutil.copytree(output_root / "runs" / "tiny" / name, attached[name])
+    (root / "working").mkdir()
+    env = {**env, "CARS_KAGGLE_ROOT": str(root), "PYTHONPATH": ""}  # only the bundled lib can be imported
+    env.pop("CARS_OUTPUT_ROOT", None)
+    command = [sys.executable, "-m", "papermill", str(build / "05_ensemble.ipynb"), str(tmp_path / "run.ipynb")]
+    command += ["-k", "python3", "--cwd", str(root / "working"), "-p", "profile", "tiny"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    executed = nbformat.read(tmp_path / "run.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert (root / "working" / "lib" / "paths.py").read_text() == (paths.PROJECT_ROOT / "lib" / "paths.py").read_text()
+    for name, folder in attached.items():
+        assert f"{name}: run from {folder}\n" in printed
+    sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
+    on_kaggle = validate_submission(root / "working" / "submission.csv", sample_ids)
+    local = validate_submission(output_root / "submissions" / "submission.csv", sample_ids)
+    pd.testing.assert_frame_equal(on_kaggle, local)  # same runs, same blend: same ids and categories
+    weights = json.loads((root / "working" / "runs" / "tiny" / "05_ensemble" / "metrics.json").read_text())["weights"]
+    local_metrics = json.loads((output_root / "runs" / "tiny" / "05_ensemble" / "metrics.json").read_text())
+    assert weights == pytest.approx(local_metrics["weights"])
 
 
 def test_data_dir_without_train_csv_is_one_clear_line(tmp_path):
