@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lib import COMPETITION
@@ -23,6 +24,15 @@ VENV_KAGGLE = Path(sys.executable).parent / "kaggle"
 # What the kaggle 2.x CLI prints for each failure we can name (it exits 1 for all of them).
 _AUTH_PATTERNS = ("Authentication required", "401 Client Error", "Invalid credentials", "Unauthorized")
 _RULES_PATTERNS = ("403 Client Error", "Forbidden", "accept its rules", "You don't have access")
+# kaggle 2.2.5 answers a kernel that does not exist, or is someone else's private one, with this ValueError.
+_NO_KERNEL_PATTERNS = ("Cannot access kernel", "Permission 'kernels.get' was denied")
+_NOT_FOUND_PATTERNS = ("404 Client Error", "Not Found for url")
+# Worth another try after a pause: a version conflict (two pushes at once) and Kaggle's rate limit.
+_RETRY_PATTERNS = ("409 Client Error", "429 Client Error", "Too Many Requests", "rate limited")
+_QUOTA_PATTERNS = ("quota",)
+NO_KERNEL = "Kaggle has no kernel"  # how explain() starts the message for an unknown kernel
+RETRIES = 3
+RETRY_BASE_SECONDS = 10.0  # 10, 30, 90 s; CARS_KAGGLE_RETRY_SECONDS changes the base (the tests use 0)
 _NETWORK_PATTERNS = (
     "Max retries exceeded",
     "NameResolutionError",
@@ -125,12 +135,47 @@ def redact(text: str) -> str:
     return text
 
 
-def explain(output: str, command: str) -> str:
+def _subject(args: tuple[str, ...]) -> str:
+    """The kernel or dataset a command names (its first argument that looks like owner/slug), else ''."""
+    return next((a for a in args[2:] if "/" in a and not a.startswith(("-", "/", "."))), "")
+
+
+def explain(output: str, command: str, args: tuple[str, ...] = ()) -> str:
     """Turn the CLI's (possibly multi-line) failure output into one line."""
+    group, subject = command.split(" ")[0], _subject(args)
     if any(p in output for p in _AUTH_PATTERNS):
         return f"Kaggle rejected the credentials: check {CREDENTIAL_WAYS}"
+    if any(p in output for p in _NO_KERNEL_PATTERNS):
+        return (
+            f"{NO_KERNEL} {subject or 'of that id'} that you can see (it does not exist yet, or it is "
+            "someone else's private kernel): check KERNEL_ID= or your user name"
+        )
     if any(p in output for p in _RULES_PATTERNS):
+        if group in ("kernels", "datasets"):
+            return (
+                f"Kaggle refused access (HTTP 403) to {subject or 'that ' + group[:-1]}: it belongs to another "
+                "account or is private; use an id under your own user name"
+            )
         return f"Kaggle refused access (HTTP 403): accept the rules on {RULES_URL}, then run this again"
+    if any(p in output for p in _NOT_FOUND_PATTERNS) and command == "kernels push":
+        return (
+            "Kaggle could not find something that kernel-metadata.json names (HTTP 404): check its dataset_sources "
+            "and kernel_sources (WEIGHTS_DATASET=, and that the 03/04 kernels exist)"
+        )
+    if any(p in output for p in _NOT_FOUND_PATTERNS):
+        what = {"kernels": "kernel", "datasets": "dataset"}.get(group, "competition file")
+        named = f" {subject}" if subject else ""
+        return f"Kaggle has no {what}{named} (HTTP 404): check the id (owner/slug, as in its URL)"
+    if any(p in output for p in _RETRY_PATTERNS):
+        return (
+            f"Kaggle kept answering `kaggle {command}` with a conflict or rate limit (HTTP 409/429) after "
+            f"{RETRIES} retries: wait a few minutes, then run this again"
+        )
+    if any(p in output.lower() for p in _QUOTA_PATTERNS):
+        return (
+            "your weekly Kaggle GPU/TPU quota is used up (`kaggle quota` shows it and when it refills): wait, or "
+            "push with ACCELERATOR=none"
+        )
     if any(p in output for p in _NETWORK_PATTERNS):
         return "the network is unreachable: cannot connect to kaggle.com (check the connection or proxy)"
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -138,13 +183,35 @@ def explain(output: str, command: str) -> str:
     return f"`kaggle {command}` failed: {last}"
 
 
+def retryable(output: str) -> bool:
+    return any(p in output for p in _RETRY_PATTERNS)
+
+
 def run(*args: str, need_credentials: bool = True, timeout: float | None = None) -> str:
-    """Run `kaggle ARGS...` and return its stdout; raise KaggleError with one line on any failure."""
+    """Run `kaggle ARGS...` and return its stdout; raise KaggleError with one line on any failure.
+
+    A conflict or rate limit (HTTP 409/429) is tried again after a growing pause, RETRIES times at most.
+    """
     if need_credentials:
         require_credentials()
+    base = float(os.environ.get("CARS_KAGGLE_RETRY_SECONDS", RETRY_BASE_SECONDS))
+    for attempt in range(RETRIES + 1):
+        proc = _run_once(args, timeout)
+        output = proc.stdout + "\n" + proc.stderr
+        if proc.returncode == 0 or not retryable(output) or attempt == RETRIES:
+            break
+        pause = base * 3**attempt
+        print(f"Kaggle is busy (HTTP 409/429): retry {attempt + 1}/{RETRIES} in {pause:.0f} s", file=sys.stderr)
+        time.sleep(pause)
+    if proc.returncode != 0:
+        raise KaggleError(explain(output, " ".join(args[:2]), args))
+    return redact(proc.stdout)
+
+
+def _run_once(args: tuple[str, ...], timeout: float | None) -> subprocess.CompletedProcess:
     command = " ".join(args[:2])
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             [executable(), *args],
             capture_output=True,
             text=True,
@@ -157,9 +224,6 @@ def run(*args: str, need_credentials: bool = True, timeout: float | None = None)
         ) from err
     except OSError as err:
         raise KaggleError(f"cannot run the `kaggle` command ({err}): run `make venv`") from err
-    if proc.returncode != 0:
-        raise KaggleError(explain(proc.stdout + "\n" + proc.stderr, command))
-    return redact(proc.stdout)
 
 
 _SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
