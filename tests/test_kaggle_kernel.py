@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from lib.kaggle.kernel import BUNDLE_TAG, lib_sources
+from lib.kaggle.remote import READ_PATTERN
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
 
@@ -197,9 +198,13 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
 
     pushed = run_module("lib.kaggle.kernel", "push", "--out", str(out), env=env)
     assert pushed.returncode == 0, pushed.stderr
-    assert "successfully pushed" in pushed.stdout
+    assert "tester/sf-dl-cars-07-tiny pushed as version 1: https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny" in (
+        pushed.stdout
+    )
     state = run_module("lib.kaggle.kernel", "status", "--out", str(out), env=env)
-    assert 'tester/sf-dl-cars-07-tiny has status "KernelWorkerStatus.COMPLETE"' in state.stdout
+    assert (
+        "tester/sf-dl-cars-07-tiny is COMPLETE (https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny)" in state.stdout
+    )
     fetched = run_module("lib.kaggle.kernel", "output", "--out", str(out), env=env)
     assert fetched.returncode == 0, fetched.stderr
     dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
@@ -209,7 +214,7 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
     assert [c["argv"] for c in kaggle_calls(env)] == [
         ["kernels", "push", "-p", str(out)],
         ["kernels", "status", "tester/sf-dl-cars-07-tiny"],
-        ["kernels", "output", "tester/sf-dl-cars-07-tiny", "-p", str(dest), "--force"],
+        ["kernels", "output", "tester/sf-dl-cars-07-tiny", "-p", str(dest), "--force", "--file-pattern", READ_PATTERN],
     ]
 
 
@@ -229,7 +234,7 @@ def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny):
     out = tmp_path / "kernel"
     pushed = make("kaggle-push", "ACCELERATOR=tpu", f"NB={tiny}", f"KERNEL_DIR={out}")
     assert pushed.returncode == 0, pushed.stderr
-    assert "(TPU v5e-8, machine_shape TpuV5E8)" in pushed.stdout and "successfully pushed" in pushed.stdout
+    assert "(TPU v5e-8, machine_shape TpuV5E8)" in pushed.stdout and "pushed as version 1" in pushed.stdout
     assert [c["argv"] for c in kaggle_calls(env)] == [["kernels", "push", "-p", str(out)]]  # no --accelerator
     meta = json.loads((out / "kernel-metadata.json").read_text())  # the fake records the pushed folder by path
     assert (meta["enable_gpu"], meta["enable_tpu"], meta["machine_shape"]) == (False, True, "TpuV5E8")
