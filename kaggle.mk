@@ -9,6 +9,10 @@ KERNEL_ID ?=
 INTERNET ?=
 ACCELERATOR ?= gpu
 KERNEL_DIR ?=
+WEIGHTS ?=
+SUBMIT ?=
+TIMEOUT ?= 13h
+POLL ?= 60
 
 # Single quotes around MSG, with any quote inside it escaped for the shell.
 kaggle_msg = $(if $(MSG),--message '$(subst ','\'',$(MSG))')
@@ -18,7 +22,9 @@ kaggle_data_dir = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 # The kernel's build folder (default build/kaggle-kernel); the tests build elsewhere to leave the checkout alone.
 kaggle_out = $(if $(KERNEL_DIR),--out $(KERNEL_DIR))
 
-.PHONY: data submit submissions kaggle-kernel kaggle-push kaggle-status kaggle-output
+kaggle_weights = $(if $(filter 1 yes true,$(WEIGHTS)),--weights)
+
+.PHONY: data submit submissions kaggle-kernel kaggle-push kaggle-status kaggle-output kaggle-run-all
 
 data: | venv ## Download the competition files into data/ with the Kaggle API, unpack and verify them (once)
 	$(PY) -m lib.kaggle.download --data-dir data
@@ -39,5 +45,10 @@ kaggle-push: kaggle-kernel | venv ## Build and push the kernel to Kaggle, which 
 kaggle-status: | venv ## Show the pushed kernel's run status on Kaggle
 	$(PY) -m lib.kaggle.kernel status $(kaggle_id) $(kaggle_out)
 
-kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/ (then: make submit FILE=...)
-	$(PY) -m lib.kaggle.kernel output $(kaggle_id) $(kaggle_out)
+kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/, weights only with WEIGHTS=1 (then: make submit FILE=...)
+	$(PY) -m lib.kaggle.kernel output $(kaggle_id) $(kaggle_out) $(kaggle_weights)
+
+kaggle-run-all: | venv ## The series on Kaggle: push 03+04, wait (TIMEOUT=13h), push 05 on their outputs, fetch; SUBMIT=1 uploads
+	$(PY) -m lib.kaggle.series --accelerator $(ACCELERATOR) --timeout $(TIMEOUT) --poll $(POLL) \
+		$(if $(filter 1 yes true,$(INTERNET)),--internet) $(kaggle_weights) $(if $(filter 1 yes true,$(SUBMIT)),--submit) \
+		$(kaggle_msg) $(kaggle_data_dir) $(if $(KERNEL_DIR),--build-root $(KERNEL_DIR))

@@ -95,10 +95,8 @@ def ensure_pushed(folder: Path, say=print) -> str:
     if state is not None and state.state == "ERROR" and known == digest:
         say(f"{kid}: its last run of this bundle ended in ERROR; pushing it again")
     kid, version = push_folder(folder)
-    write_json(
-        record_path(kid),
-        {"kernel": kid, "digest": digest, "version": version, "pushed_at": dt.datetime.now().isoformat(timespec="seconds")},
-    )
+    pushed_at = dt.datetime.now().isoformat(timespec="seconds")
+    write_json(record_path(kid), {"kernel": kid, "digest": digest, "version": version, "pushed_at": pushed_at})
     say(f"{kid}: pushed{f' as version {version}' if version else ''} ({remote.url(kid)})")
     return f"{kid}/{version}" if version else kid
 
