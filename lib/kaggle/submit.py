@@ -12,11 +12,13 @@ import pandas as pd
 
 from lib import COMPETITION
 from lib.kaggle.cli import KaggleError, run
-from lib.paths import default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
+from lib.kaggle.download import fetch
+from lib.paths import DATA_ROOT, default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
 from lib.runs import git_commit, read_json, write_csv
 from lib.submission import SubmissionError, read_sample_ids, validate_submission
 
 ENSEMBLE = "05_ensemble"
+SAMPLE = "sample-submission.csv"
 
 
 def find_run_record(file: Path, profile: str) -> tuple[str, dict]:
@@ -50,22 +52,51 @@ def default_message(file: Path, data_dir: Path) -> str:
     return " | ".join(parts)
 
 
-def submit(file: Path, data_dir: Path, message: str | None, force: bool) -> str:
-    sample = data_dir / "sample-submission.csv"
-    if not sample.is_file():
-        raise SubmissionError(f"{sample} is missing: run `make data` (or pass DATA_DIR=) so the file can be checked")
+def competition_sample(data_dir: Path, sample_dir: Path = DATA_ROOT) -> Path:
+    """The competition's own sample-submission.csv, for checking a file made elsewhere (on Kaggle, say) when the data
+    in use is the demo or has none: cached in data/, else downloaded alone (a small file)."""
+    cached = sample_dir / SAMPLE
+    if cached.is_file() and not is_demo(sample_dir):
+        return cached
+    why = "is the offline demo" if is_demo(data_dir) else f"has no {SAMPLE}"
+    print(f"The data folder in use ({data_dir}) {why}: fetching the competition's {SAMPLE} into {sample_dir}/")
+    try:
+        fetch(SAMPLE, sample_dir)
+    except KaggleError as err:
+        raise SubmissionError(
+            f"refused, nothing was uploaded: the data folder in use ({data_dir}) {why}, and the competition's {SAMPLE} "
+            f"to check the file against could not be downloaded ({err}); pass DATA_DIR=<folder holding the "
+            f"competition's {SAMPLE}>"
+        ) from err
+    return cached
+
+
+def fits(file: Path, sample: Path) -> bool:
+    try:
+        validate_submission(file, read_sample_ids(sample))
+    except SubmissionError:
+        return False
+    return True
+
+
+def submit(file: Path, data_dir: Path, message: str | None, force: bool, sample_dir: Path = DATA_ROOT) -> str:
     if not file.is_file():
         raise SubmissionError(f"{file} does not exist: run the notebooks first (`make run-all`) or pass FILE=")
+    sample = data_dir / SAMPLE
+    if sample.is_file() and is_demo(data_dir) and not force:
+        if fits(file, sample):
+            raise SubmissionError(
+                f"refused, nothing was uploaded: {file} was checked against the offline demo data ({data_dir}); a "
+                "demo submission has the demo's ids and Kaggle would reject it. Run `make data` and the notebooks on "
+                "the real data, or pass FORCE=1 to upload it anyway"
+            )
+        sample = competition_sample(data_dir, sample_dir)  # a file made elsewhere: check it against the real ids
+    elif not sample.is_file():
+        sample = competition_sample(data_dir, sample_dir)
     try:
         frame = validate_submission(file, read_sample_ids(sample))
     except SubmissionError as err:
-        raise SubmissionError(f"refused, nothing was uploaded: {err}") from err
-    if is_demo(data_dir) and not force:
-        raise SubmissionError(
-            f"refused, nothing was uploaded: {file} was checked against the offline demo data ({data_dir}); a demo "
-            "submission has the demo's ids and Kaggle would reject it. Run `make data` and the notebooks on the real "
-            "data, or pass FORCE=1 to upload it anyway"
-        )
+        raise SubmissionError(f"refused, nothing was uploaded: {err} (checked against {sample})") from err
     message = message or default_message(file, data_dir)
     run("competitions", "submit", "-c", COMPETITION, "-f", str(file), "-m", message)
     return f"Uploaded {file} ({len(frame)} rows) to {COMPETITION}: {message!r}. Scores: `make submissions`"
@@ -100,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="upload a demo-data submission anyway")
     parser.add_argument("--data-dir", help="data folder whose sample-submission.csv the file is checked against")
     parser.add_argument("--leaderboard", help="local history of scores (default submissions/leaderboard.csv)")
+    parser.add_argument("--sample-dir", type=Path, default=DATA_ROOT, help=argparse.SUPPRESS)  # tests: not data/
     args = parser.parse_args(argv)
     try:
         if args.action == "list":
@@ -108,7 +140,8 @@ def main(argv=None) -> int:
             )
         else:
             file = Path(args.file) if args.file else submissions_dir() / "submission.csv"
-            print(submit(file.expanduser().resolve(), resolve_data_dir(args.data_dir), args.message, args.force))
+            data_dir = resolve_data_dir(args.data_dir)
+            print(submit(file.expanduser().resolve(), data_dir, args.message, args.force, args.sample_dir))
     except (KaggleError, SubmissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
