@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lib import COMPETITION
 from lib.kaggle.cli import KaggleError, check_kernel_id, run, username
+from lib.kaggle.weights import dataset_id
 from lib.paths import PROJECT_ROOT, runs_dir
 from lib.runs import git_commit, write_json, write_text
 
@@ -116,7 +117,10 @@ def build(
     out: Path = BUILD_DIR,
     internet: bool = False,
     accelerator: str = DEFAULT_ACCELERATOR,
+    weights_dataset: str | None = None,
 ) -> Path:
+    """weights_dataset: the Kaggle dataset of ImageNet weights to attach (`make kaggle-weights`); None: the default
+    <user>/sf-dl-cars-keras-weights, "none": nothing."""
     import jupytext
 
     if accelerator not in ACCELERATORS:
@@ -124,6 +128,7 @@ def build(
     nb = build_notebook(notebook)
     notebook = Path(notebook).stem  # a path to a .py is accepted too
     kid = kernel_id(notebook, given_id)
+    weights_source = dataset_id(weights_dataset, owner=kid.split("/", 1)[0])
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.ipynb"):
         old.unlink()
@@ -140,7 +145,7 @@ def build(
             "is_private": True,
             **ACCELERATORS[accelerator]["metadata"],
             "enable_internet": internet,  # off by default; offline, ImageNet weights must come from an attached dataset
-            "dataset_sources": [],
+            "dataset_sources": [weights_source] if weights_source else [],
             "competition_sources": [COMPETITION],
             "kernel_sources": [],
             "model_sources": [],
@@ -198,11 +203,17 @@ def main(argv=None) -> int:
         default=DEFAULT_ACCELERATOR,
         help="gpu: GPU T4 x2, tpu: TPU v5e-8, none: CPU only (default gpu)",
     )
+    parser.add_argument(
+        "--weights-dataset",
+        help="Kaggle dataset of ImageNet weights to attach (default <user>/sf-dl-cars-keras-weights; none: no dataset)",
+    )
     parser.add_argument("--out", type=Path, default=BUILD_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         if args.action == "build":
-            folder = build(args.notebook, args.kernel_id, args.out, args.internet, args.accelerator)
+            folder = build(
+                args.notebook, args.kernel_id, args.out, args.internet, args.accelerator, args.weights_dataset
+            )
             print(
                 f"Kaggle kernel {built_id(folder)} built in {folder} ({accelerator_text(args.accelerator)}); "
                 "push it with `make kaggle-push`"
