@@ -2,96 +2,86 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-from dataclasses import dataclass
-from pathlib import Path
+import urllib.error
 
 import keras
 import numpy as np
 
 from lib import NUM_CLASSES
-from lib.paths import keras_home
+from lib.backbones import Backbone, backbone_spec, cached_weights_path, find_weights, missing_weights_message
 
-WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """How to build one keras.applications backbone and what its input expects."""
-
-    builder: str  # attribute of keras.applications
-    scale: float  # uint8 pixels -> backbone input: x * scale + offset
-    offset: float
-    min_size: int
-    notop_file: str  # the ImageNet weights file Keras caches under $KERAS_HOME/models
-
-
-BACKBONES = {
-    # Xception wants [-1, 1]; EfficientNets rescale and normalise inside the model, so they take 0-255 floats.
-    "xception": Backbone("Xception", 1 / 127.5, -1.0, 71, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    **{
-        f"efficientnetb{i}": Backbone(f"EfficientNetB{i}", 1.0, 0.0, 32, f"efficientnetb{i}_notop.h5") for i in range(8)
-    },
-    # Small and fast: quick experiments and the test suite.
-    "mobilenetv3small": Backbone(
-        "MobileNetV3Small", 1.0, 0.0, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    ),
-}
+# What Keras's download raises for a dead network (it wraps URLError in a plain Exception("URL fetch failure ..."))
+# or a broken transfer (its hash check).
+_DOWNLOAD_FAILURES = ("URL fetch failure", "urlopen", "timed out", "Name or service", "Incomplete or corrupted file")
 
 
 class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights could not be downloaded and are not in the Keras cache."""
+    """ImageNet weights are not found locally and could not be downloaded (or a found file cannot be loaded)."""
+
+    def __init__(self, message: str, reason: str = "", offline: bool = False):
+        super().__init__(message)
+        self.reason = reason  # why the download failed, in a few words
+        self.offline = offline  # no connection at all (not an HTTP error or a corrupt file)
 
 
-def backbone_spec(name: str) -> Backbone:
-    try:
-        return BACKBONES[name.lower()]
-    except KeyError:
-        raise ValueError(f"Unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
-
-
-def cached_weights_path(name: str) -> Path:
-    return keras_home() / "models" / backbone_spec(name).notop_file
-
-
-def find_attached_weights(name: str) -> Path | None:
-    """On Kaggle (internet off), the weights file in any attached dataset under /kaggle/input."""
-    from lib.paths import kaggle_root, on_kaggle
-
-    if not on_kaggle():
+def _download_failure(err: Exception) -> tuple[str, bool] | None:
+    """(short reason, whether no connection could be made) when `err` is a failed Keras download, else None."""
+    text = str(err)
+    if not any(word in text for word in _DOWNLOAD_FAILURES):
         return None
-    return next(iter(sorted((kaggle_root() / "input").rglob(backbone_spec(name).notop_file))), None)
+    reason = text.split(" -- ")[-1].strip() if " -- " in text else text.splitlines()[0]
+    cause = err.__context__  # Keras raises its Exception inside `except URLError`
+    no_connection = isinstance(err, TimeoutError) or (
+        isinstance(cause, urllib.error.URLError) and not isinstance(cause, urllib.error.HTTPError)
+    )
+    return reason, no_connection
+
+
+def _build(spec: Backbone, weights):
+    builder = getattr(keras.applications, spec.builder)
+    return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
+
+
+def download_backbone(name: str, timeout: float = 60.0) -> keras.Model:
+    """Build with weights="imagenet": Keras downloads the file into its cache ($KERAS_HOME/models) and checks it
+    against the hash it ships. A dead network fails within `timeout` seconds, as WeightsUnavailableError."""
+    spec = backbone_spec(name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # never hang on a dead network
+    try:
+        return _build(spec, "imagenet")
+    except Exception as err:
+        failure = _download_failure(err)
+        if failure is None:
+            raise
+        reason, offline = failure
+        if "Incomplete or corrupted" in reason:  # Keras leaves the file that failed its hash check in the cache
+            cached_weights_path(name).unlink(missing_ok=True)
+        raise WeightsUnavailableError(missing_weights_message(name, reason), reason, offline) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def load_backbone(name: str, weights: str | None = "imagenet", download_timeout: float = 60.0) -> keras.Model:
-    """The backbone without its top, accepting any image size; a clear error when weights can't be fetched."""
+    """The backbone without its top, accepting any image size.
+
+    weights="imagenet" loads the weight file that lib.backbones.find_weights finds ($KERAS_HOME/models, $WEIGHTS_DIR,
+    any attached Kaggle dataset) straight from where it lies; only when none is found does Keras download it.
+    """
     spec = backbone_spec(name)
-    builder = getattr(keras.applications, spec.builder)
-    attached = (
-        find_attached_weights(name) if weights == "imagenet" and not cached_weights_path(name).is_file() else None
-    )
-    if attached is not None:
-        cached_weights_path(name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(attached, cached_weights_path(name))
-    if weights != "imagenet" or cached_weights_path(name).is_file():
-        return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(download_timeout)  # never hang on a dead network
+    if weights != "imagenet":
+        return _build(spec, weights)
+    found = find_weights(name)
+    if found is None:
+        return download_backbone(name, download_timeout)
     try:
-        return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
-    except Exception as err:  # Keras wraps network errors in a plain Exception("URL fetch failure ...")
-        if not any(word in str(err) for word in ("URL fetch failure", "urlopen", "timed out", "Name or service")):
-            raise
-        cache = cached_weights_path(name)
+        return _build(spec, str(found))
+    except (OSError, ValueError) as err:  # h5py cannot open it, or its layers do not match the backbone
+        first_line = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
         raise WeightsUnavailableError(
-            f"Could not download the ImageNet weights for {spec.builder} ({err.__class__.__name__}). "
-            f"Place `{spec.notop_file}` (from {WEIGHTS_URL}) in {cache.parent}/ "
-            f"(set KERAS_HOME to move the cache; on Kaggle, attach a dataset holding it), "
-            f"or use weights=None to train from scratch."
+            f"{found} is not a loadable {spec.builder} weight file ({first_line}); delete or replace it"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def build_model(

@@ -295,3 +295,37 @@ def test_real_notebook_bundle_writes_a_submission_on_fake_kaggle_with_demo_data(
     assert result.returncode == 0, result.stderr[-3000:]
     frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
     assert len(frame) == len(read_sample_ids(data / "sample-submission.csv"))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    "setting, sources",
+    [
+        (None, ["tester/sf-dl-cars-keras-weights"]),
+        ("someone/cars-weights", ["someone/cars-weights"]),
+        ("none", []),
+    ],
+    ids=["default", "override", "none"],
+)
+def test_make_kaggle_kernel_attaches_the_weights_dataset(tmp_path, tiny, setting, sources):
+    """Offline kernels find the ImageNet weights in the attached dataset (`make kaggle-weights` uploads it)."""
+    out = tmp_path / "kernel"
+    args = [f"NB={tiny}", f"KERNEL_DIR={out}", *([f"WEIGHTS_DATASET={setting}"] if setting else [])]
+    result = kaggle_make(tmp_path, kaggle_env(tmp_path))("kaggle-kernel", *args)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    assert (meta["dataset_sources"], meta["enable_internet"]) == (sources, False)
+
+
+def test_weights_dataset_defaults_to_the_kernel_owner_without_a_user_and_refuses_a_bad_id(tmp_path, tiny):
+    env = kaggle_env(tmp_path, credentials=False)
+    out = build(tmp_path, env, tiny, "--id", "someone/my-cars-kernel")
+    assert json.loads((out / "kernel-metadata.json").read_text())["dataset_sources"] == [
+        "someone/sf-dl-cars-keras-weights"
+    ]
+    args = ["build", "--notebook", str(tiny), "--out", str(tmp_path / "b2"), "--weights-dataset", "weights"]
+    refused = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == (
+        "error: WEIGHTS_DATASET='weights' must look like `owner/lowercase-slug` (or `none`)"
+    )

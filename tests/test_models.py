@@ -1,6 +1,4 @@
-"""Model building: heads, staged freezing, BatchNorm modes, precision policy, and offline ImageNet weights."""
-
-import urllib.error
+"""Model building: heads, staged freezing, BatchNorm modes, precision policy (offline weights: test_weights.py)."""
 
 import keras
 import numpy as np
@@ -8,11 +6,9 @@ import pytest
 
 from lib import NUM_CLASSES
 from lib.models import (
-    WeightsUnavailableError,
     backbone_of,
     build_model,
     count_params,
-    load_backbone,
     set_trainable,
 )
 
@@ -99,36 +95,6 @@ def test_precision_auto_is_float32_on_this_cpu():
     assert resolve_precision("auto", visible_devices()) == "float32"
 
 
-def test_offline_imagenet_weights_give_a_clear_error(monkeypatch, tmp_path):
-    """No network and no cached file: one error naming the file and the cache folder, never a hang."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", no_network)
-    with pytest.raises(WeightsUnavailableError) as error:
-        load_backbone("xception", "imagenet")
-    message = str(error.value)
-    assert "xception_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and str(tmp_path / "models") in message
-
-
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="xception"):
         build_model("resnet9000", weights=None)
-
-
-def test_weights_attached_on_kaggle_are_used(monkeypatch, tmp_path):
-    """With the internet off on Kaggle, a weights file in an attached dataset lands in the Keras cache."""
-    from lib.models import cached_weights_path, find_attached_weights
-
-    (tmp_path / "kaggle" / "working").mkdir(parents=True)
-    attached = tmp_path / "kaggle" / "input" / "keras-weights" / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    attached.parent.mkdir(parents=True)
-    attached.write_bytes(b"h5")
-    monkeypatch.setenv("CARS_KAGGLE_ROOT", str(tmp_path / "kaggle"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    assert find_attached_weights(SMALL) == attached
-    with pytest.raises(Exception):  # noqa: B017 - Keras raises a bare Exception for a file it cannot read
-        load_backbone(SMALL, "imagenet")  # not a real h5 file, but it must have been copied into the cache first
-    assert cached_weights_path(SMALL).read_bytes() == b"h5"

@@ -12,6 +12,7 @@ from pathlib import Path
 from lib import COMPETITION
 from lib.kaggle import remote
 from lib.kaggle.cli import KaggleError, check_kernel_id, explain, run, username
+from lib.kaggle.weights import dataset_id
 from lib.paths import PROJECT_ROOT, runs_dir
 from lib.runs import git_commit, write_json, write_text
 
@@ -157,15 +158,19 @@ def build(
     accelerator: str = DEFAULT_ACCELERATOR,
     kernel_sources: list[str] | tuple[str, ...] = (),
     upstream: str = "",
+    weights_dataset: str | None = None,
 ) -> Path:
-    """Write <out>/<notebook>.ipynb (lib bundled) and kernel-metadata.json; kernel_sources are kernels whose
-    output this one reads (05 reads 03's and 04's), and `upstream` names their bundles for the digest."""
+    """Write <out>/<notebook>.ipynb (lib bundled) and kernel-metadata.json. kernel_sources: kernels whose output this
+    one reads (05 reads 03's and 04's); `upstream` names their bundles for the digest. weights_dataset: the Kaggle
+    dataset of ImageNet weights to attach (`make kaggle-weights`); None: the default
+    <user>/sf-dl-cars-keras-weights, "none": nothing."""
     import jupytext
 
     if accelerator not in ACCELERATORS:
         raise KaggleError(f"unknown accelerator {accelerator!r}: choose ACCELERATOR= from {', '.join(ACCELERATORS)}")
     name = Path(notebook).stem  # a path to a .py is accepted too
     kid = kernel_id(name, given_id)
+    weights_source = dataset_id(weights_dataset, owner=kid.split("/", 1)[0])
     code_file = f"{name}.ipynb"
     metadata = {
         "id": kid,
@@ -176,7 +181,7 @@ def build(
         "is_private": True,
         **ACCELERATORS[accelerator]["metadata"],
         "enable_internet": internet,  # off by default; offline, ImageNet weights must come from an attached dataset
-        "dataset_sources": [],
+        "dataset_sources": [weights_source] if weights_source else [],
         "competition_sources": [COMPETITION],
         "kernel_sources": [check_kernel_id(source) for source in kernel_sources],
         "model_sources": [],
@@ -265,11 +270,22 @@ def main(argv=None) -> int:
         help="gpu: GPU T4 x2, tpu: TPU v5e-8, none: CPU only (default gpu)",
     )
     parser.add_argument("--weights", action="store_true", help="output: fetch the weights files too (large)")
+    parser.add_argument(
+        "--weights-dataset",
+        help="Kaggle dataset of ImageNet weights to attach (default <user>/sf-dl-cars-keras-weights; none: no dataset)",
+    )
     parser.add_argument("--out", type=Path, default=BUILD_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         if args.action == "build":
-            folder = build(args.notebook, args.kernel_id, args.out, args.internet, args.accelerator)
+            folder = build(
+                args.notebook,
+                args.kernel_id,
+                args.out,
+                args.internet,
+                args.accelerator,
+                weights_dataset=args.weights_dataset,
+            )
             print(
                 f"Kaggle kernel {built_id(folder)} built in {folder} ({accelerator_text(args.accelerator)}); "
                 "push it with `make kaggle-push`"

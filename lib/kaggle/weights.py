@@ -1,0 +1,200 @@
+"""`make weights` and `make kaggle-weights`: download the backbones' ImageNet weights, then upload them to Kaggle."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights
+from lib.kaggle.cli import KaggleError, require_credentials, run, username
+from lib.paths import PROJECT_ROOT
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PROFILES_DIR = PROJECT_ROOT / "profiles"
+MODEL_NOTEBOOKS = "0[34]_*.py"  # the notebooks that build a backbone
+STAGE_DIR = PROJECT_ROOT / "build" / "kaggle-weights"
+METADATA_FILE = "dataset-metadata.json"  # what `kaggle datasets create/version -p DIR` reads (kaggle 2.2.5)
+# `kaggle datasets create` checks the slug first and, when it is taken, prints this (exit status 0) without uploading.
+ALREADY_EXISTS = "is already in use by a dataset"
+_DATASET_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
+
+
+class WeightsError(RuntimeError):
+    """What `make weights` or `make kaggle-weights` cannot do, with what to do about it in one line."""
+
+
+def notebook_defaults(notebook: Path) -> dict:
+    """The literal values assigned in the notebook's `parameters` cell."""
+    import jupytext
+
+    cells = jupytext.read(notebook, fmt="py:percent").cells
+    cell = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue  # not a literal: not one of the settings read here
+    return values
+
+
+def needed_backbones(notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR) -> list[str]:
+    """Every backbone that a model notebook builds with ImageNet weights: its defaults (what a Kaggle kernel runs)
+    and each profile's `backbone`/`weights` over them, in notebook order."""
+    import yaml
+
+    names: list[str] = []
+    for notebook in sorted(notebooks_dir.glob(MODEL_NOTEBOOKS)):
+        defaults = notebook_defaults(notebook)
+        overrides = [yaml.safe_load(p.read_text()) or {} for p in sorted(profiles_dir.glob(f"*/{notebook.stem}.yaml"))]
+        for settings in [{}, *overrides]:
+            name = str(settings.get("backbone", defaults.get("backbone"))).lower()
+            if settings.get("weights", defaults.get("weights")) == "imagenet" and name not in names:
+                try:
+                    backbone_spec(name)
+                except ValueError as err:
+                    raise WeightsError(f"{notebook.name} or its profiles: {err}") from None
+                names.append(name)
+    return names
+
+
+def download(names: list[str], timeout: float = 60.0) -> str:
+    """Download each backbone's weights into $KERAS_HOME/models unless find_weights already finds them."""
+    for name in names:
+        found = find_weights(name)
+        if found is not None:
+            print(f"{name}: already present at {found}; skipped", flush=True)
+            continue
+        from lib.models import WeightsUnavailableError, download_backbone
+
+        target = cached_weights_path(name)
+        print(f"{name}: downloading {target.name} ...", flush=True)
+        try:
+            download_backbone(name, timeout)
+        except WeightsUnavailableError as err:
+            what = "the network is unreachable" if err.offline else "the download failed"
+            raise WeightsError(
+                f"{what}: could not download `{target.name}` ({err.reason}); run `make weights` again with internet, "
+                f"or copy the file into {target.parent} (or into a folder named by WEIGHTS_DIR)"
+            ) from None
+        if not target.is_file():  # Keras falls back to /tmp/.keras when $KERAS_HOME is not writable
+            raise WeightsError(f"Keras did not save `{target.name}` in {target.parent}: is that folder writable?")
+        print(f"{name}: {target} (its hash checked by Keras)", flush=True)
+    return f"ImageNet weights ready for {', '.join(names)}; for Kaggle kernels without internet: `make kaggle-weights`"
+
+
+def dataset_id(given: str | None = None, owner: str | None = None) -> str | None:
+    """WEIGHTS_DATASET as given (`none`: no dataset), else <user>/sf-dl-cars-keras-weights; the user comes from
+    KAGGLE_USERNAME or kaggle.json, else `owner` (a kernel's owner)."""
+    if given:
+        if given.lower() == "none":
+            return None
+        if not _DATASET_ID.match(given):
+            raise KaggleError(f"WEIGHTS_DATASET={given!r} must look like `owner/lowercase-slug` (or `none`)")
+        return given
+    user = username() or owner
+    if not user:
+        raise KaggleError(
+            "no Kaggle user for the weights dataset: set KAGGLE_USERNAME (or kaggle.json) or WEIGHTS_DATASET=owner/slug"
+        )
+    return f"{user}/{WEIGHTS_DATASET_SLUG}"
+
+
+def metadata(dataset: str, files: list[str]) -> dict:
+    """dataset-metadata.json as kaggle 2.2.5's dataset_create_new reads it (id, title, exactly one licence)."""
+    return {
+        "id": dataset,
+        "title": "Keras ImageNet weights for sf-dl-cars",  # 6 to 50 characters
+        "subtitle": "keras.applications notop weights for offline Kaggle kernels",  # 20 to 80 characters
+        "description": (
+            "The ImageNet weight files without the classification top that keras.applications downloads, under "
+            f"their exact Keras names: {', '.join(files)}. Uploaded by `make kaggle-weights` of the "
+            "sf-dl-car-classification notebook series, whose notebooks find them anywhere under /kaggle/input when "
+            "this dataset is attached, so they run with the internet off. The weights keep the licences of the "
+            "Keras applications they come from (https://keras.io/api/applications/)."
+        ),
+        "licenses": [{"name": "other"}],  # "other": specified in the description
+    }
+
+
+def stage(files: list[Path], dataset: str, out: Path = STAGE_DIR) -> Path:
+    """`out` holding the weight files (hard links, else copies) and dataset-metadata.json, nothing older."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.h5"), out / METADATA_FILE]:
+        old.unlink(missing_ok=True)
+    for source in files:
+        try:
+            os.link(source, out / source.name)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(source, out / source.name)
+    (out / METADATA_FILE).write_text(json.dumps(metadata(dataset, [f.name for f in files]), indent=2) + "\n")
+    return out
+
+
+def _printed_error(output: str, command: str) -> None:
+    """The CLI reports a refused create or version on stdout with exit status 0."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if any("error" in line.lower() for line in lines):
+        raise KaggleError(f"`kaggle {command}` failed: {next(line for line in lines if 'error' in line.lower())}")
+
+
+def upload(names: list[str], given: str | None = None, out: Path = STAGE_DIR, message: str | None = None) -> str:
+    """Upload the weights as a private dataset: `kaggle datasets create`, or `datasets version` when it exists."""
+    found = {name: find_weights(name) for name in names}
+    missing = [f"{name} (`{backbone_spec(name).notop_file}`)" for name, path in found.items() if path is None]
+    if missing:
+        raise WeightsError(f"no local ImageNet weights for {', '.join(missing)}: run `make weights` first")
+    require_credentials()
+    dataset = dataset_id(given)
+    if dataset is None:
+        raise WeightsError("WEIGHTS_DATASET=none names no dataset to upload to: set WEIGHTS_DATASET=owner/slug")
+    files = list(found.values())
+    folder = stage(files, dataset, out)
+    printed = run("datasets", "create", "-p", str(folder))
+    action = "created as a new private dataset"
+    if ALREADY_EXISTS in printed:
+        from lib.runs import git_commit
+
+        notes = message or f"{', '.join(f.name for f in files)} (git {git_commit() or 'none'})"
+        printed = run("datasets", "version", "-p", str(folder), "-m", notes)
+        _printed_error(printed, "datasets version")
+        action = "uploaded as a new version"
+    else:
+        _printed_error(printed, "datasets create")
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    attach = f" WEIGHTS_DATASET={dataset}" if given else ""
+    return (
+        f"{len(files)} weight files ({size_mb:.0f} MB) {action} {dataset}; `make kaggle-kernel{attach}` attaches it. "
+        + (printed.strip().splitlines() or [""])[-1]
+    ).strip()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", choices=["download", "upload"])
+    parser.add_argument("--dataset", help=f"owner/slug (default: <your user>/{WEIGHTS_DATASET_SLUG})")
+    parser.add_argument("--message", help="the new version's notes (default: the file names and git commit)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a silent network is given up")
+    parser.add_argument("--out", type=Path, default=STAGE_DIR, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        names = needed_backbones()
+        if args.action == "download":
+            print(download(names, args.timeout))
+        else:
+            print(upload(names, args.dataset, args.out, args.message))
+    except (KaggleError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
