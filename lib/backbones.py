@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.paths import kaggle_root, keras_home
+from lib.paths import find_kaggle_input, kaggle_root, keras_home
 
 # The Kaggle dataset that `make kaggle-weights` uploads and `make kaggle-kernel` attaches: <user>/<this slug>.
 WEIGHTS_DATASET_SLUG = "sf-dl-cars-keras-weights"
@@ -62,7 +62,7 @@ def find_weights(name: str) -> Path | None:
     for folder in (keras_home() / "models", weights_dir()):
         if folder is not None and (folder / file_name).is_file():
             return folder / file_name
-    return next((path for path in sorted((kaggle_root() / "input").rglob(file_name)) if path.is_file()), None)
+    return next(iter(find_kaggle_input(file_name)), None)
 
 
 def searched_places() -> str:

@@ -34,6 +34,7 @@ def places(tmp_path, monkeypatch):
     }
     for folder in folders.values():
         folder.mkdir(parents=True)
+    (tmp_path / "kaggle" / "working").mkdir()  # a kernel has both, and lib.paths.on_kaggle looks for both
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("WEIGHTS_DIR", str(folders["weights_dir"]))
     monkeypatch.setenv("CARS_KAGGLE_ROOT", str(tmp_path / "kaggle"))
