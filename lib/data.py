@@ -155,7 +155,7 @@ def _extract_once(zip_path: Path, target_dir: Path, member_root: str) -> None:
 def prepare_data_dir(data_dir) -> Path:
     """Return a folder with train/ and test_upload/ extracted, unpacking train.zip/test.zip once if needed.
 
-    A read-only folder (Kaggle's input) is mirrored under the output root with links to its CSVs.
+    A read-only folder (Kaggle's input) is mirrored under paths.scratch_root() with links to its CSVs.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -175,7 +175,7 @@ def prepare_data_dir(data_dir) -> Path:
     target = data_dir
     if not os.access(data_dir, os.W_OK):
         digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
-        target = paths.output_root() / "data" / f"{data_dir.name}-{digest}"
+        target = paths.scratch_root() / "data" / f"{data_dir.name}-{digest}"
         target.mkdir(parents=True, exist_ok=True)
         for name in ("train.csv", "sample-submission.csv"):
             link = target / name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 from lib import COMPETITION
@@ -30,6 +31,14 @@ def output_root() -> Path:
     if os.environ.get("CARS_OUTPUT_ROOT"):
         return Path(os.environ["CARS_OUTPUT_ROOT"])
     return kaggle_root() / "working" if on_kaggle() else PROJECT_ROOT
+
+
+def scratch_root() -> Path:
+    """Where large working files go (zips unpacked from a read-only input): on Kaggle the machine's temp folder, as
+    everything under /kaggle/working becomes the kernel's output (and 05's input); elsewhere the output root."""
+    if on_kaggle() and not os.environ.get("CARS_OUTPUT_ROOT"):
+        return Path(tempfile.gettempdir()) / "sf-dl-cars"
+    return output_root()
 
 
 def runs_dir() -> Path:

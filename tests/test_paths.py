@@ -37,6 +37,11 @@ def test_kaggle_paths(monkeypatch, tmp_path):
     assert paths.resolve_data_dir() == competition
     assert paths.runs_dir() == tmp_path / "working" / "runs"
     assert paths.submissions_dir() == tmp_path / "working" / "submissions"
+    # Unpacked zips stay out of /kaggle/working, which becomes the kernel's output (and 05's input).
+    assert not paths.scratch_root().is_relative_to(tmp_path / "working")
+    monkeypatch.setenv("CARS_KAGGLE_ROOT", str(tmp_path / "no-kaggle"))
+    monkeypatch.setenv("CARS_OUTPUT_ROOT", str(tmp_path / "out"))
+    assert paths.scratch_root() == tmp_path / "out"
 
 
 def test_profile_follows_the_data(tiny_demo, tmp_path):
