@@ -100,7 +100,10 @@ def test_run_all_pushes_waits_chains_05_fetches_and_submits(series):
     assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]
     meta = json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())
     assert meta["kernel_sources"] == [IDS["03"], IDS["04"]] and meta["enable_gpu"] is False
-    assert json.loads((build / "03_xception" / "kernel-metadata.json").read_text())["machine_shape"] == "NvidiaTeslaT4"
+    assert meta["dataset_sources"] == []  # 05 trains nothing: no weights dataset
+    meta_03 = json.loads((build / "03_xception" / "kernel-metadata.json").read_text())
+    assert meta_03["machine_shape"] == "NvidiaTeslaT4" and meta_03["enable_internet"] is False
+    assert meta_03["dataset_sources"] == ["tester/sf-dl-cars-keras-weights"]
 
     calls = [c["argv"] for c in kaggle_calls(env)]
     first_05_push = next(i for i, a in enumerate(calls) if a[:2] == ["kernels", "push"] and "05_ensemble" in a[3])

@@ -255,3 +255,39 @@ def test_message_finds_the_run_by_its_submission_name(tmp_path, real_data, good_
     result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
     assert result.returncode == 0, result.stderr
     assert message_of(uploads(env)[0]).startswith("03_xception (xception) | profile full | val_acc 0.9500 | git ")
+
+
+@needs_real_sample
+def test_a_kaggle_made_file_with_only_the_demo_locally_is_checked_against_the_real_sample(
+    tmp_path, demo_data, real_data, good_lines
+):
+    """The new user's path: a kernel's submission.csv, `make submit FILE=...`, only the demo here. The competition's
+    sample-submission.csv is fetched once (cached in the sample folder, data/ by default) and the file passes."""
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(real_data))
+    file = write(tmp_path / "kaggle" / "submission.csv", good_lines)
+    cache = tmp_path / "data"
+    args = ["--file", str(file), "--data-dir", str(demo_data), "--sample-dir", str(cache)]
+    done = run_module("lib.kaggle.submit", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"is the offline demo: fetching the competition's sample-submission.csv into {cache}/" in done.stdout
+    assert (cache / "sample-submission.csv").read_bytes() == REAL_SAMPLE.read_bytes()
+    assert len(uploads(env)) == 1 and uploads(env)[0]["uploaded"] == file.read_text()
+
+    again = run_module("lib.kaggle.submit", *args, env=env)  # the cached copy: no second download
+    assert again.returncode == 0, again.stderr
+    downloads = [c for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "download"]]
+    assert len(downloads) == 1 and len(uploads(env)) == 2
+
+
+@needs_real_sample
+def test_a_kaggle_made_file_offline_with_only_the_demo_says_how_to_check_it(tmp_path, demo_data, good_lines):
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="network")
+    file = write(tmp_path / "kaggle" / "submission.csv", good_lines)
+    args = ["--file", str(file), "--data-dir", str(demo_data), "--sample-dir", str(tmp_path / "data")]
+    result = run_module("lib.kaggle.submit", *args, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("error: refused, nothing was uploaded: the data folder in use") and "\n" not in line
+    assert "is the offline demo" in line and "the network is unreachable" in line
+    assert "pass DATA_DIR=<folder holding the competition's sample-submission.csv>" in line
+    assert uploads(env) == []

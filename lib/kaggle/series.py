@@ -136,6 +136,7 @@ def run_all(
     submit: bool = False,
     message: str | None = None,
     data_dir: str | None = None,
+    weights_dataset: str | None = None,
     build_root: Path = BUILD_DIR.parent / "kaggle-series",
     say=print,
 ) -> Path:
@@ -145,7 +146,7 @@ def run_all(
     model_ids = [kernel_id(name, None) for name in MODEL_NOTEBOOKS]
     polled, bundles = [], []
     for name in MODEL_NOTEBOOKS:
-        folder = build(name, None, build_root / name, internet, accelerator)
+        folder = build(name, None, build_root / name, internet, accelerator, weights_dataset=weights_dataset)
         polled.append(ensure_pushed(folder, say))
         bundles.append(f"{built_id(folder)}@{built_digest(folder)}")
     say(f"Waiting for {' and '.join(model_ids)} (Ctrl-C stops waiting; they go on running on Kaggle)")
@@ -160,6 +161,7 @@ def run_all(
         ENSEMBLE_ACCELERATOR,
         kernel_sources=model_ids,
         upstream=" ".join(bundles),
+        weights_dataset="none",  # it trains nothing
     )
     ensemble = ensure_pushed(folder, say)
     wait_all([ensemble], timeout_s, poll_s)
@@ -195,6 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--submit", action="store_true", help="validate and upload the submission at the end")
     parser.add_argument("--message", "-m", help="submission message (default: built from 05's run record)")
     parser.add_argument("--data-dir", help="data folder whose sample-submission.csv the submission is checked against")
+    parser.add_argument("--weights-dataset", help="weights dataset for 03/04 (default <user>/sf-dl-cars-keras-weights)")
     parser.add_argument("--build-root", type=Path, default=BUILD_DIR.parent / "kaggle-series", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from lib.submission import SubmissionError
@@ -209,6 +212,7 @@ def main(argv=None) -> int:
             submit=args.submit,
             message=args.message,
             data_dir=args.data_dir,
+            weights_dataset=args.weights_dataset,
             build_root=args.build_root,
         )
     except KeyboardInterrupt:
