@@ -30,6 +30,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
 	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full|tiny  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
 	@echo "             VIRTUAL_DEVICES=N (split the CPU into N devices to try distribution)  ACCELERATOR=gpu|tpu|none (Kaggle)"
+	@echo "             Kaggle: SUBMIT=1  WEIGHTS=1 (fetch weights too)  TIMEOUT=13h  POLL=60  WEIGHTS_DATASET=owner/slug|none"
 
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed ## Create .venv from requirements.txt (GPU=1: GPU TensorFlow via requirements-gpu.txt)
