@@ -24,7 +24,18 @@ JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.
 	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_metrics.py \
 	tests/test_predict.py tests/test_resume.py tests/test_distributed.py
 
-.PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax lint format bench clean
+# lib on the oldest versions it claims for Kaggle's image (requirements-kaggle.txt; unverified against it), Python
+# 3.12: the tiny training (K-fold, budget-stopped, two replicas), TTA, the 05 blend on the K-fold runs' outputs,
+# the pieces they run on (data, images, models, submission) and the version check that the kernel bundle runs first.
+PYTHON312 ?= python3.12
+KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_images.py tests/test_augment.py \
+	tests/test_pipeline.py tests/test_models.py tests/test_schedules.py tests/test_lr_find.py tests/test_predict.py \
+	tests/test_ensemble.py tests/test_metrics.py tests/test_submission.py tests/test_experiment.py \
+	tests/test_train.py::test_budget_ends_training_and_is_recorded \
+	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
+
+.PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax test-kaggle-oldest lint \
+	format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
@@ -104,7 +115,7 @@ score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the d
 # ---------------------------------------------------------------- checks
 LINTED := lib tests bench tools
 
-test: lint test-unit test-jax ## Lint, then the whole test suite (TensorFlow environment, then the JAX-only job)
+test: lint test-unit test-jax test-kaggle-oldest ## Lint, then the TensorFlow, JAX-only and oldest-Kaggle test jobs
 
 lint: | venv ## ruff check + ruff format --check, and every notebook .py/.ipynb pair in sync
 	$(VENV)/bin/ruff check $(LINTED) notebooks/*.py
@@ -124,6 +135,19 @@ test-jax: ## Run the JAX-backend job: tiny training + predict with no TensorFlow
 		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && .venv-jax/bin/pip install -q --no-deps -e . \
 		&& touch .venv-jax/.installed; }
 	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider $(JAX_TESTS)
+
+test-kaggle-oldest: .venv-kaggle/.installed ## lib on the oldest claimed Kaggle versions, Python 3.12 (.venv-kaggle)
+	.venv-kaggle/bin/python -m pytest -q -p no:cacheprovider $(KAGGLE_OLDEST_TESTS)
+
+# A pyenv shim runs python3.12 only when told the version (PYENV_VERSION); elsewhere that variable is ignored.
+.venv-kaggle/.installed: requirements-kaggle.txt pyproject.toml
+	@test -x .venv-kaggle/bin/python || $(PYTHON312) -m venv .venv-kaggle 2>/dev/null \
+		|| PYENV_VERSION=3.12 $(PYTHON312) -m venv .venv-kaggle \
+		|| { echo "error: no Python 3.12 at PYTHON312=$(PYTHON312): install it or point PYTHON312= to one" >&2; exit 1; }
+	.venv-kaggle/bin/pip install -q --upgrade pip
+	.venv-kaggle/bin/pip install -q -r requirements-kaggle.txt
+	.venv-kaggle/bin/pip install -q --no-deps -e .
+	@touch $@
 
 bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
 	$(PY) -m lib.bench

@@ -168,7 +168,8 @@ def lr_range_test(
         else:
             for step in range(steps):
                 x, y = batches[step]
-                # train_on_batch resets the metrics first (Keras 3): this is this batch's loss, not an epoch mean
+                # this batch's loss, not a running mean: Keras 3.15's train_on_batch resets the metrics, 3.8's does not
+                model.reset_metrics()
                 if losses.add(step, float(model.train_on_batch(x, y, return_dict=True)["loss"])):
                     break
     finally:

@@ -134,7 +134,8 @@ def test_embedded_lib_matches_the_sources_byte_for_byte(tmp_path, tiny):
     out = build(tmp_path, kaggle_env(tmp_path), tiny)
     cell = nbformat.read(out / "07_tiny.ipynb", as_version=4).cells[0].source
     root = tmp_path / "kaggle"
-    env = {"CARS_KAGGLE_ROOT": str(root), "PATH": "/usr/bin:/bin"}
+    # the cell imports lib.versions to check the packages: no __pycache__ beside the written sources
+    env = {"CARS_KAGGLE_ROOT": str(root), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     subprocess.run([sys.executable, "-"], input=cell, text=True, env=env, cwd=tmp_path, check=True, capture_output=True)
     written = files_under(root / "working" / "lib", "*")
     sources = files_under(LIB, "*.py")

@@ -56,6 +56,7 @@ for _name, _text in LIB_SOURCES.items():  # _name is a path inside lib/, e.g. "k
 sys.path.insert(0, str(_working))
 print(f"lib: {{len(LIB_SOURCES)}} modules written to {{_working / 'lib'}}")
 del LIB_SOURCES, _name, _text, _file  # keep the notebook's namespace (and the parameter collection) clean
+__import__("lib.versions").versions.require_versions()  # packages older than lib needs: stop here, in one line
 """
 
 
