@@ -15,3 +15,23 @@ if os.environ.get("CARS_VIRTUAL_DEVICES", "").strip() not in ("", "0", "1"):
 
 NUM_CLASSES = 10
 COMPETITION = "sf-dl-car-classification"
+
+# Names competitors gave the classes; data, probabilities and submissions keep the numbers, plots and tables show
+# these. The demo reuses the numbers only, so there the names are just labels.
+CLASS_NAMES = (
+    "Lada Priora",
+    "Ford Focus",
+    "Lada 2114 (Samara)",
+    "Lada 2110",
+    "Lada 2107",
+    "Lada Niva",
+    "Lada Kalina",
+    "Lada 2109",
+    "Volkswagen Passat",
+    "Lada 21099",
+)
+
+
+def class_display_name(category: int) -> str:
+    """A class as plots and tables show it: its number and name, e.g. "0 Lada Priora"."""
+    return f"{int(category)} {CLASS_NAMES[int(category)]}"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from lib import class_display_name
 from lib.metrics import EPS, accuracy, class_labels, log_loss
 
 BLEND_METHODS = ("arithmetic", "geometric")
@@ -90,7 +91,8 @@ def fit_weights(prob_list, labels, method="arithmetic", search="scipy", resoluti
 
 
 def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
-    """Accuracy per true class (rows 0..C-1) and overall (row "all"), one column per model name."""
+    """Accuracy per true class (rows "0 Lada Priora" ... "9 Lada 21099") and overall (row "all"), one column per
+    model name."""
     labels = class_labels(labels)
     columns = {}
     for name, probs in models.items():
@@ -101,7 +103,7 @@ def per_class_accuracy(models: dict, labels) -> pd.DataFrame:
         ]
         columns[name] = per_class + [accuracy(probs, labels)]
     n_rows = len(next(iter(columns.values()))) if columns else 1
-    index = pd.Index([*range(n_rows - 1), "all"], name="class", dtype=object)
+    index = pd.Index([*(class_display_name(c) for c in range(n_rows - 1)), "all"], name="class")
     return pd.DataFrame(columns, index=index)
 
 

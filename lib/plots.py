@@ -7,28 +7,17 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib import NUM_CLASSES
+from lib import NUM_CLASSES, class_display_name
 
-# Names competitors gave the classes; the demo data reuses the numbers only.
-CLASS_NAMES = [
-    "Lada Priora",
-    "Ford Focus",
-    "Lada 2114",
-    "Lada 2110",
-    "Lada 2107",
-    "Lada Niva",
-    "Lada Kalina",
-    "Lada 2109",
-    "VW Passat",
-    "Lada 21099",
-]
+CLASS_DISPLAY_NAMES = [class_display_name(c) for c in range(NUM_CLASSES)]
 
 
 def class_balance(train: pd.DataFrame, ax=None):
-    ax = ax or plt.subplots(figsize=(8, 3.5))[1]
+    ax = ax or plt.subplots(figsize=(9, 4))[1]
     counts = train["Category"].value_counts().reindex(range(NUM_CLASSES), fill_value=0)
     sns.barplot(x=counts.index, y=counts.to_numpy(), ax=ax, color="tab:blue")
-    ax.set(xlabel="Category", ylabel="images", title=f"Class balance ({len(train):,} train images)")
+    ax.set_xticks(range(NUM_CLASSES), CLASS_DISPLAY_NAMES, rotation=30, ha="right")
+    ax.set(xlabel="class", ylabel="images", title=f"Class balance ({len(train):,} train images)")
     for i, v in enumerate(counts):
         ax.text(i, v, str(v), ha="center", va="bottom", fontsize=8)
     return ax
@@ -66,7 +55,7 @@ def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_si
 
     picks = train.sample(frac=1, random_state=seed).groupby("Category").head(per_class).sort_values("Category")
     images = [read_resized(p, image_size) for p in picks["path"]]
-    titles = [f"{c}: {CLASS_NAMES[c]}" for c in picks["Category"]]
+    titles = [class_display_name(c) for c in picks["Category"]]
     return image_grid(images, titles, columns=per_class, title="Samples per class")
 
 
@@ -103,9 +92,21 @@ def lr_schedule(frame: pd.DataFrame, ax=None):
 
 
 def confusion(labels, predictions, ax=None, title: str = "Validation confusion matrix"):
-    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    """Counts of true class (rows) against predicted class (columns), both labelled with number and name."""
+    ax = ax or plt.subplots(figsize=(8, 7))[1]
     matrix = pd.crosstab(pd.Series(labels, name="true"), pd.Series(predictions, name="predicted"))
     matrix = matrix.reindex(index=range(NUM_CLASSES), columns=range(NUM_CLASSES), fill_value=0)
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        ax=ax,
+        xticklabels=CLASS_DISPLAY_NAMES,
+        yticklabels=CLASS_DISPLAY_NAMES,
+    )
+    ax.tick_params(axis="x", labelrotation=45)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set_title(title)
     return ax

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from lib import class_display_name
 from lib.images import read_resized
 
 
-def albumentations_samples(paths: list[str], preset: str, image_size: int, copies: int, seed: int = 0):
-    """Per photo: the original, then `copies` draws of the pipeline's augmentation (the same code training runs)."""
+def albumentations_samples(photos: pd.DataFrame, preset: str, image_size: int, copies: int, seed: int = 0):
+    """Per photo (a row with `path` and `Category`): the original, titled with its class, then `copies` draws of
+    the pipeline's augmentation (the same code training runs)."""
     from lib.pipeline import ImageSequence
 
     images, titles = [], []
-    for path in paths:
+    for path, category in zip(photos["path"], photos["Category"]):
         images.append(read_resized(path, image_size))
-        titles.append("original")
+        titles.append(class_display_name(category))
         for copy in range(copies):
             sequence = ImageSequence(
                 [path], [0], image_size=image_size, batch_size=1, augment=preset, seed=seed + copy, workers=1
@@ -24,18 +27,19 @@ def albumentations_samples(paths: list[str], preset: str, image_size: int, copie
     return images, titles
 
 
-def keras_layer_samples(paths: list[str], preset: str, image_size: int, copies: int, seed: int = 0):
-    """Per photo: the original, then `copies` outputs of the Keras preprocessing layers in training mode."""
+def keras_layer_samples(photos: pd.DataFrame, preset: str, image_size: int, copies: int, seed: int = 0):
+    """Per photo (a row with `path` and `Category`): the original, titled with its class, then `copies` outputs of
+    the Keras preprocessing layers in training mode."""
     import keras
 
     from lib.augment import keras_augmentation
 
     layers = keras_augmentation(preset, seed=seed)
     images, titles = [], []
-    for path in paths:
+    for path, category in zip(photos["path"], photos["Category"]):
         original = read_resized(path, image_size)
         images.append(original)
-        titles.append("original")
+        titles.append(class_display_name(category))
         batch = np.repeat(original[None].astype("float32"), copies, axis=0)
         augmented = keras.ops.convert_to_numpy(layers(batch, training=True))
         images.extend(np.clip(augmented, 0, 255).astype(np.uint8))

@@ -31,12 +31,12 @@ seed = 42
 # %%
 params, data_dir, run = open_run(collect_params(globals(), _before))
 train = data.load_train(data_dir)
-picks = train.sample(photos, random_state=seed)["path"].tolist()
+picks = train.sample(photos, random_state=seed)
 print(f"Presets available: {PRESETS}")
 
 # %% [markdown]
 # ## albumentations presets (input pipeline)
-# Each row is one photo: the original first, then random augmented copies.
+# Each row is one photo: the original first, titled with its class, then random augmented copies.
 
 # %%
 for preset in presets:

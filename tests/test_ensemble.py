@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lib import class_display_name
 from lib.ensemble import blend, fit_weights, per_class_accuracy
 from lib.metrics import accuracy, log_loss
 
@@ -71,11 +72,12 @@ def test_per_class_accuracy_table():
     named["ensemble"] = blend(list(named.values()), fit_weights(list(named.values()), labels))
     table = per_class_accuracy(named, labels)
     assert table.shape == (11, 3)
-    assert list(table.index) == [*range(10), "all"] and list(table.columns) == ["strong", "weak", "ensemble"]
+    assert list(table.index) == [class_display_name(c) for c in range(10)] + ["all"]
+    assert table.index[3] == "3 Lada 2110" and list(table.columns) == ["strong", "weak", "ensemble"]
     for name, probs in named.items():
         assert table.loc["all", name] == pytest.approx(accuracy(probs, labels))
         in_class_3 = labels == 3
-        assert table.loc[3, name] == pytest.approx(np.mean(probs[in_class_3].argmax(axis=1) == 3))
+        assert table.loc["3 Lada 2110", name] == pytest.approx(np.mean(probs[in_class_3].argmax(axis=1) == 3))
 
 
 def test_pseudo_labels_respect_the_threshold():
