@@ -189,6 +189,27 @@ def class_weights(labels, mode: str | None) -> dict | None:
     return {k: float(w) for k, w in enumerate(weights)}
 
 
+# The columns of a stage's record, in the order the stage table shows them. A skipped stage's record comes back
+# from stage_<k>.json with its keys sorted, so the table fixes the order itself.
+STAGE_COLUMNS = (
+    "stage",
+    "name",
+    "trainable",
+    "trainable_params",
+    "image_size",
+    "batch_size",
+    "global_batch_size",
+    "lr",
+    "epochs_run",
+    "epochs_planned",
+    "best_val_accuracy",
+    "stopped_by_budget",
+    "pseudo_label_rows",
+    "jit_compile",
+    "seconds",
+)
+
+
 @dataclass
 class TrainResult:
     history: pd.DataFrame
@@ -197,7 +218,19 @@ class TrainResult:
     stopped_by_budget: bool
 
     def stage_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.stages).set_index("stage") if self.stages else pd.DataFrame()
+        """One row per stage, the columns always in STAGE_COLUMNS order (a key an older record lacks stays empty)."""
+        if not self.stages:
+            return pd.DataFrame()
+        return pd.DataFrame(self.stages, columns=list(STAGE_COLUMNS)).set_index("stage")
+
+
+def finished_stages(run: RunRecord, n_stages: int) -> int:
+    """How many stages, counted from the first, `run` holds as finished: a stage_<k>.json marker each, and the
+    weights the last one ended with (markers without them leave nothing to resume from, so 0)."""
+    finished = 0
+    while finished < n_stages and run.path(f"stage_{finished + 1}.json").exists():
+        finished += 1
+    return finished if run.path("last_stage.weights.h5").exists() else 0
 
 
 def read_history(run: RunRecord) -> pd.DataFrame:
@@ -423,12 +456,8 @@ def train_stages(
     weights = class_weights(train_df["Category"], settings.class_weight)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
     # Stages already finished in this run folder are skipped; the weights they ended with carry on.
-    finished = 0
-    while finished < len(plan) and run.path(f"stage_{finished + 1}.json").exists():
-        finished += 1
+    finished = finished_stages(run, len(plan))
     last_weights = run.path("last_stage.weights.h5")
-    if finished and not last_weights.exists():
-        finished = 0  # markers without their weights: nothing to resume from
     if finished:
         model.load_weights(last_weights)
     for stage_plan in plan:

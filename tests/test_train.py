@@ -13,7 +13,18 @@ import pandas as pd
 import pytest
 
 from lib import NUM_CLASSES
-from lib.train import TimeBudget, TrainSettings, class_weights, lr_per_step, parse_stages, plan_stages
+from lib.runs import RunRecord, read_json, write_json
+from lib.train import (
+    STAGE_COLUMNS,
+    TimeBudget,
+    TrainResult,
+    TrainSettings,
+    class_weights,
+    finished_stages,
+    lr_per_step,
+    parse_stages,
+    plan_stages,
+)
 
 
 class FakeModel:
@@ -80,6 +91,33 @@ def test_balanced_class_weights():
     weights = class_weights([0, 0, 0, 1] + list(range(2, NUM_CLASSES)), "balanced")
     assert weights[0] < weights[1] and weights[1] == weights[2]
     assert class_weights([0, 1], None) is None
+
+
+def test_stage_table_has_one_column_order_fresh_or_resumed(tmp_path):
+    fresh = {column: index for index, column in enumerate(STAGE_COLUMNS)}  # as train_stages builds a record
+    fresh.update(stage=2, name="all")
+    write_json(tmp_path / "stage_1.json", {**fresh, "stage": 1, "name": "head"})
+    resumed = read_json(tmp_path / "stage_1.json")  # written with sorted keys
+    assert list(resumed) != list(STAGE_COLUMNS)
+    expected = list(STAGE_COLUMNS[1:])
+    assert list(TrainResult(pd.DataFrame(), [fresh], None, False).stage_table().columns) == expected
+    table = TrainResult(pd.DataFrame(), [resumed, fresh], None, False).stage_table()
+    assert (
+        list(table.columns) == expected and table.index.tolist() == [1, 2] and table["name"].tolist() == ["head", "all"]
+    )
+    older = {key: value for key, value in resumed.items() if key != "jit_compile"}  # a marker from before that key
+    assert list(TrainResult(pd.DataFrame(), [older], None, False).stage_table().columns) == expected
+
+
+def test_finished_stages_needs_the_markers_in_order_and_the_last_weights(tmp_path):
+    run = RunRecord(tmp_path / "run")
+    for k in (1, 3):
+        write_json(run.path(f"stage_{k}.json"), {"stage": k})
+    assert finished_stages(run, 3) == 0  # no last_stage.weights.h5: nothing to resume from
+    run.path("last_stage.weights.h5").write_bytes(b"")
+    assert finished_stages(run, 3) == 1  # stage 2 is missing, so stage 3's marker does not count
+    write_json(run.path("stage_2.json"), {"stage": 2})
+    assert finished_stages(run, 3) == 3 and finished_stages(run, 2) == 2
 
 
 # ---------------------------------------------------------------- real training, small
