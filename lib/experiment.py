@@ -157,6 +157,45 @@ def planned_lr(ctx: Context) -> pd.DataFrame:
     return lr_per_step(stage_plan(ctx))
 
 
+def training_finished(ctx: Context) -> bool:
+    """Whether the run folder (under K-fold, every fold's folder) already holds every stage as finished, so
+    training will skip them all."""
+    from lib.train import finished_stages
+
+    folds = ctx.params.get("folds", 0)
+    folders = [ctx.run.dir / f"fold_{fold}" for fold in range(folds)] if folds >= 2 else [ctx.run.dir]
+    stages = len(ctx.params["stages"])
+    return all(folder.is_dir() and finished_stages(RunRecord(folder), stages) == stages for folder in folders)
+
+
+def find_lr(ctx: Context, model, steps: int):
+    """The LR range test (lib.lr_find) on the first stage's set-up, recorded in metrics.json; None when `steps` is 0
+    or when every stage has already finished (its suggestion could change nothing), saying so in one line."""
+    if not steps:
+        return None
+    if training_finished(ctx):
+        print(f"LR range test skipped: every stage has already finished in {ctx.run.dir}.")
+        return None
+    from lib.lr_find import lr_range_test
+    from lib.models import set_trainable
+
+    first = stage_plan(ctx)[0]  # the first stage as training will run it
+    set_trainable(model, first.stage.trainable)
+    sequence = ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment, shuffle=True)
+    found = lr_range_test(
+        model,
+        sequence,
+        loss="categorical_crossentropy",
+        steps=steps,
+        min_lr=1e-6,
+        max_lr=1.0,
+        replicas=ctx.replicas,
+    )
+    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.stage.lr:g})")
+    ctx.run.update_metrics(lr_find_suggested=found.suggested_lr)
+    return found
+
+
 def train(ctx: Context, model):
     from lib.train import train_stages
 

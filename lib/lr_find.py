@@ -196,8 +196,11 @@ def plot_lr_find(result: LRFindResult, ax=None):
     ax.plot(history["lr"], history["smoothed_loss"], label="smoothed loss")
     ax.axvline(result.suggested_lr, color="tab:red", linestyle="--", label=f"suggested lr = {result.suggested_lr:.2g}")
     ax.set_xscale("log")
-    top = float(history["smoothed_loss"].iloc[0]) * 1.5  # keep the divergence tail from flattening the plot
-    ax.set_ylim(top=max(top, float(history["smoothed_loss"].min()) * 1.1))
+    # From just below the lowest loss measured to 1.5x the first smoothed one: the divergence tail runs off the top
+    # instead of flattening the curve, and the axis never shows a cross-entropy below 0.
+    lowest = float(min(history["loss"].min(), history["smoothed_loss"].min()))
+    top = max(float(history["smoothed_loss"].iloc[0]) * 1.5, float(history["smoothed_loss"].min()) * 1.1)
+    ax.set_ylim(bottom=max(0.0, lowest - 0.05 * (top - lowest)), top=top)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("loss")
     ax.set_title("LR range test")

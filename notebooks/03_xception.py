@@ -111,30 +111,23 @@ plots.lr_schedule(experiment.planned_lr(ctx));
 # %% [markdown]
 # ## LR range test
 # The learning rate rises exponentially while the loss is recorded; the suggestion is where the loss falls
-# fastest. It runs on the first stage's set-up and leaves the weights as they were.
+# fastest. It runs on the first stage's set-up and leaves the weights as they were. When every stage has
+# already finished in the run folder, training has nothing left to use a suggestion for, so the test is skipped.
 
 # %%
-if lr_find_steps:
-    from lib.lr_find import lr_range_test, plot_lr_find
-    from lib.models import set_trainable
+found = experiment.find_lr(ctx, model, lr_find_steps)
+if found is not None:
+    from lib.lr_find import plot_lr_find
 
-    first = experiment.stage_plan(ctx)[0]  # the first stage as training will run it
-    set_trainable(model, first.stage.trainable)
-    found = lr_range_test(model, ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment,
-                                              shuffle=True),
-                          loss="categorical_crossentropy", steps=lr_find_steps, min_lr=1e-6, max_lr=1.0,
-                          replicas=ctx.replicas)
-    plot_lr_find(found)
-    print(f"Suggested learning rate for stage 1: {found.suggested_lr:.2e} (the stage uses {first.stage.lr:g})")
-    ctx.run.update_metrics(lr_find_suggested=found.suggested_lr)
+    plot_lr_find(found);
 
 # %% [markdown]
 # Read the curve from left to right: flat, then falling, then shooting up where the learning rate is too
 # high. A good learning rate sits on the falling part, well before the climb. The suggestion is a hint, not a
 # setting: the stage keeps its own `lr`. On the demo, 15 steps of a network trained from scratch give a
 # noisy, mostly flat curve, so the suggestion means little there. The full profile runs 100 steps on the
-# head of the frozen ImageNet backbone, where the dip should be clearer. If the y axis reaches below zero,
-# that is the plot's scaling after the loss blew up at the right-hand end; the loss itself stays positive.
+# head of the frozen ImageNet backbone, where the dip should be clearer. The y axis spans the losses measured,
+# from just below the lowest to 1.5 times the first, so the blow-up at the right-hand end runs off the top.
 
 # %% [markdown]
 # ## Training

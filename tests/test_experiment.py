@@ -132,3 +132,49 @@ def test_prediction_uses_the_size_training_reached(tmp_path):
     assert experiment.prediction_size(ctx) == 72
     ctx.params["predict_image_size"] = 128
     assert experiment.prediction_size(ctx) == 128
+
+
+def run_folder_context(run_dir, folds=0, stages=2):
+    from lib.runs import RunRecord
+
+    params = {"folds": folds, "stages": [{"epochs": 1}] * stages}
+    return experiment.Context(params, RunRecord(run_dir), run_dir, None, None, None, "float32", ONE_CPU, None)
+
+
+def finish_stages(folder, stages):
+    from lib.runs import RunRecord, write_json
+
+    run = RunRecord(folder)
+    for k in range(1, stages + 1):
+        write_json(run.path(f"stage_{k}.json"), {"stage": k})
+    run.path("last_stage.weights.h5").write_bytes(b"")
+
+
+def test_lr_range_test_is_skipped_once_every_stage_has_finished(tmp_path, capsys):
+    ctx = run_folder_context(tmp_path / "run")
+    finish_stages(ctx.run.dir, 1)
+    assert not experiment.training_finished(ctx)  # stage 2 still to train
+    finish_stages(ctx.run.dir, 2)
+    assert experiment.training_finished(ctx)
+    # model=None: a test that ran would fail on it, so None back means it was skipped
+    assert experiment.find_lr(ctx, None, steps=100) is None
+    assert capsys.readouterr().out == f"LR range test skipped: every stage has already finished in {ctx.run.dir}.\n"
+    assert experiment.find_lr(ctx, None, steps=0) is None and capsys.readouterr().out == ""
+
+
+def test_under_kfold_every_fold_must_have_finished(tmp_path):
+    ctx = run_folder_context(tmp_path / "run", folds=3)
+    finish_stages(ctx.run.dir, 2)  # the top folder's markers do not count under K-fold
+    for fold in (0, 1):
+        finish_stages(ctx.run.dir / f"fold_{fold}", 2)
+    assert not experiment.training_finished(ctx)
+    finish_stages(ctx.run.dir / "fold_2", 2)
+    assert experiment.training_finished(ctx)
+
+
+@pytest.mark.slow
+def test_lr_range_test_runs_while_a_stage_is_left(tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("CARS_OUTPUT_ROOT", str(tmp_path))
+    ctx = experiment.setup(params(tiny_demo, tmp_path / "run", folds=0))
+    found = experiment.find_lr(ctx, experiment.build(ctx), steps=5)
+    assert len(found.history) >= 2 and ctx.run.metrics()["lr_find_suggested"] == found.suggested_lr

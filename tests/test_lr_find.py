@@ -117,3 +117,20 @@ def test_plot_marks_suggestion():
     ax = plot_lr_find(result)
     assert ax.get_xscale() == "log"
     assert any(f"{result.suggested_lr:.2g}" in text.get_text() for text in ax.get_legend().get_texts())
+
+
+def test_plot_keeps_the_loss_axis_within_the_measured_losses():
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib is not installed in this environment")
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    lrs = np.logspace(-6, 0, 50)
+    loss = np.concatenate([np.linspace(2.3, 0.4, 45), [1.0, 5.0, 40.0, 300.0, 2000.0]])  # falls, then blows up
+    smoothed = pd.Series(loss).ewm(alpha=0.3).mean().to_numpy()
+    history = pd.DataFrame({"step": range(50), "lr": lrs, "loss": loss, "smoothed_loss": smoothed})
+    bottom, top = plot_lr_find(LRFindResult(history, 1e-3, 1e-2, True)).get_ylim()
+    assert 0 <= bottom < 0.4 and bottom > 0.4 - 0.1 * (top - 0.4)  # just below the lowest loss, never below 0
+    assert top == pytest.approx(smoothed[0] * 1.5)
+    falling = np.linspace(2.3, 0.05, 50)  # the margin below 0.05 (5 % of the span) would cross 0
+    near_zero = history.assign(loss=falling, smoothed_loss=falling)
+    assert plot_lr_find(LRFindResult(near_zero, 1e-3, 1e-2, True)).get_ylim()[0] == 0
