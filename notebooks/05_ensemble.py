@@ -71,14 +71,17 @@ display(table.round(3))
 plots.confusion(fitted.val_labels, fitted.val_probs.argmax(axis=1), title="Ensemble: validation confusion matrix");
 
 # %% [markdown]
-# One row per class, one column per model, and the overall accuracy in the row `all`. Look for classes where
-# one model is clearly better than the other: that is where blending helps. On the demo each class has only
-# 8 validation photos, so each step is 0.125. The confusion matrix shows the ensemble's own mistakes.
+# One row per class (its number and name), one column per model, and the overall accuracy in the row `all`.
+# Look for classes where one model is clearly better than the other: that is where blending helps. On the demo
+# each class has only 8 validation photos, so each step is 0.125. The confusion matrix shows the ensemble's own
+# mistakes.
 
 # %% [markdown]
 # ## Submission and pseudo-labels
 # The blended test predictions become the final submission. Test rows the ensemble is very sure of are
-# saved as pseudo-labels, which a model notebook can add to its training data (`pseudo_labels` parameter).
+# saved as pseudo-labels. 03 and 04 add them to the training data of any stage that has the key
+# `"pseudo_labels": True` in its entry of `stages`; their parameter `pseudo_labels_file` says which file to
+# read (empty: `pseudo_labels.csv` in this notebook's run folder).
 
 # %%
 sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
