@@ -80,17 +80,18 @@ nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/
 stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)" \
 	"$(VIRTUAL_DEVICES)"
 
-# papermill runs one notebook headless into its run folder; a failure names the notebook and its executed copy.
+# One notebook headless into its run folder (lib.params run): its profile and -p values are checked against its
+# parameters cell first (no kernel starts on a misspelt name or value); papermill then executes it. A failure keeps
+# the last good executed notebook and writes the failed one beside it as <name>.failed.ipynb, named in the error.
 define run_notebook
 	@mkdir -p $(RUNS)/$(PROF)/$(1)
 	@if [ -z "$(FORCE)" ] && $(call stamp,$(1),check); then \
 		echo "== $(1): up to date, skipped (its inputs did not change; FORCE=1 reruns it) =="; \
 	else \
 		echo "== $(1): profile $(PROF), data $(DATA) =="; \
-		$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m papermill notebooks/$(1).ipynb $(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -k python3 \
-			-f profiles/$(PROF)/$(1).yaml -p data_dir "$(DATA)" -p profile $(PROF) --log-output --no-progress-bar \
-		|| { echo "FAILED: notebook $(1). The executed copy with the traceback: $(RUNS)/$(PROF)/$(1)/$(1).ipynb" >&2; \
-			exit 1; }; \
+		$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m lib.params run notebooks/$(1).ipynb \
+			$(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -f profiles/$(PROF)/$(1).yaml \
+			-p data_dir "$(DATA)" -p profile $(PROF) || exit 1; \
 		$(call stamp,$(1),mark); \
 	fi
 endef

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from lib import data, paths
+from lib import params as param_checks
 from lib.runs import RunRecord
 
 
 def collect_params(namespace: dict, before: set) -> dict:
-    """The parameters cell's names (and papermill's injected overrides): globals defined after `before`."""
-    return {
+    """The parameters cell's names (and papermill's injected overrides): globals defined after `before`. Stops on
+    an injected name the parameters cell does not define, or a value outside its allowed set (lib.params)."""
+    params = {
         k: v
         for k, v in namespace.items()
         if k not in before and not k.startswith("_") and isinstance(v, (str, int, float, bool, list, dict, type(None)))
     }
+    param_checks.check_injected(list(namespace.get("In", [])), params)
+    return params
 
 
 def open_run(params: dict, *, resumable: bool = False, **recorded) -> tuple[dict, Path, RunRecord]:

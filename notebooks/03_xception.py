@@ -29,7 +29,7 @@ run_name = "03_xception"
 submission_name = "xception"
 seed = 42
 val_fraction = 0.2  # one stratified fold of round(1 / val_fraction), shared by every model
-folds = 0  # 0: the holdout above; K >= 2: K-fold, one model per fold, out-of-fold probabilities for 05
+folds = 0  # 0: the holdout above; K (2 or more): K-fold, one model per fold, out-of-fold probabilities for 05
 max_bad_fraction = 0.01  # stop if more of train.csv is unusable
 # model
 backbone = "xception"

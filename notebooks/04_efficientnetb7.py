@@ -35,7 +35,7 @@ run_name = "04_efficientnetb7"
 submission_name = "efficientnetb7"
 seed = 42
 val_fraction = 0.2  # must match notebook 03 so the ensemble can fit its weights on the same rows
-folds = 0  # 0: the holdout above; K >= 2: K-fold, one model per fold, out-of-fold probabilities for 05
+folds = 0  # 0: the holdout above; K (2 or more): K-fold, one model per fold, out-of-fold probabilities for 05
 max_bad_fraction = 0.01
 # model
 backbone = "efficientnetb7"

@@ -122,8 +122,9 @@ def test_failing_notebook_stops_make_and_keeps_the_traceback(tiny_run, tmp_path)
     data_dir, _, _ = tiny_run
     done = make("05_ensemble", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=tmp_path)
     assert done.returncode != 0
-    executed = tmp_path / "runs" / "tiny" / "05_ensemble" / "05_ensemble.ipynb"
-    assert f"FAILED: notebook 05_ensemble. The executed copy with the traceback: {executed}" in done.stderr
+    executed = tmp_path / "runs" / "tiny" / "05_ensemble" / "05_ensemble.failed.ipynb"
+    assert "error: notebook 05_ensemble failed (RunNotFoundError" in done.stderr
+    assert f"The executed copy with the traceback: {executed}" in done.stderr
     assert "RunNotFoundError" in executed.read_text() and "make 03_xception" in executed.read_text()
 
 
