@@ -38,8 +38,11 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	format bench clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
+		grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-26s%s %s\n", on, $$1, off, $$2}'
 	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full|tiny  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
+	@echo "             PYTHON=python3.11 (the Python that creates .venv)  PYTHON312= (the oldest-Kaggle test job)"
 	@echo "             VIRTUAL_DEVICES=N (split the CPU into N devices to try distribution)  ACCELERATOR=gpu|tpu|none (Kaggle)"
 	@echo "             Kaggle: SUBMIT=1  WEIGHTS=1 (fetch weights too)  TIMEOUT=13h  POLL=60  WEIGHTS_DATASET=owner/slug|none"
 
@@ -96,14 +99,22 @@ define run_notebook
 	fi
 endef
 
+# After a model notebook alone: the ensemble's submission.csv is older than the probabilities it blends.
+define stale_ensemble
+	@if [ -f $(SUBMISSIONS)/submission.csv ] && [ $(RUNS)/$(PROF)/$(1)/probs_test.csv -nt $(SUBMISSIONS)/submission.csv ]; then \
+		echo "Note: $(SUBMISSIONS)/submission.csv predates this $(1) run; \`make 05_ensemble\` blends the new one"; fi
+endef
+
 01_eda: notebooks/01_eda.ipynb prepare ## Notebook 01: class balance, image sizes, samples, problem files
 	$(call run_notebook,$@)
 02_augmentation_preview: notebooks/02_augmentation_preview.ipynb prepare ## Notebook 02: augmentation presets preview
 	$(call run_notebook,$@)
 03_xception: notebooks/03_xception.ipynb prepare ## Notebook 03: Xception in stages, TTA, submissions/xception.csv
 	$(call run_notebook,$@)
+	$(call stale_ensemble,$@)
 04_efficientnetb7: notebooks/04_efficientnetb7.ipynb prepare ## Notebook 04: EfficientNetB7, time-budgeted, submissions/efficientnetb7.csv
 	$(call run_notebook,$@)
+	$(call stale_ensemble,$@)
 05_ensemble: notebooks/05_ensemble.ipynb prepare ## Notebook 05: weighted ensemble of 03 and 04, submissions/submission.csv
 	$(call run_notebook,$@)
 

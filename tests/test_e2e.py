@@ -208,3 +208,21 @@ def test_a_model_notebook_runs_on_two_virtual_devices(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["replicas"], metrics["global_batch_size"]) == (2, 16)
     validate_submission(tmp_path / "submissions" / "xception.csv", read_sample_ids(data_dir / "sample-submission.csv"))
+
+
+@pytest.mark.slow
+def test_a_model_notebook_newer_than_the_ensemble_says_to_rerun_05(tiny_run):
+    """After `make 03_xception` alone, submissions/submission.csv is stale: make says so and names 05."""
+    data_dir, output_root, _ = tiny_run
+    submission = output_root / "submissions" / "submission.csv"
+    probs = output_root / "runs" / "tiny" / "03_xception" / "probs_test.csv"
+    os.utime(probs, (submission.stat().st_mtime + 10,) * 2)
+    try:
+        done = make("03_xception", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=output_root)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"Note: {submission} predates this 03_xception run; `make 05_ensemble` blends the new one" in done.stdout
+        os.utime(probs, (submission.stat().st_mtime - 10,) * 2)
+        quiet = make("03_xception", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=output_root)
+        assert quiet.returncode == 0 and "predates" not in quiet.stdout
+    finally:
+        os.utime(probs, (submission.stat().st_mtime - 10,) * 2)
