@@ -187,6 +187,7 @@ def test_help_lists_every_target():
     done = make("help", output_root=paths.PROJECT_ROOT)
     for target in ["run-all", *NOTEBOOKS, "test", "score", "notebooks", "clean", "bench", "data", "submit"]:
         assert f"{target} " in done.stdout
+    assert "\033[" not in done.stdout and "PYTHON=" in done.stdout  # piped: no colour codes
 
 
 @pytest.mark.slow
