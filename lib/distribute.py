@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from lib.versions import installed_version
 
 STRATEGIES = ("auto", "none", "mirrored", "tpu", "data_parallel")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -99,11 +100,7 @@ def jax_sees_tpu() -> bool:
 
 def tensorflow_tpu_build() -> bool:
     """A TPU build of TensorFlow is installed (Kaggle's TPU image ships tensorflow-cpu, so there it is not)."""
-    try:
-        importlib.metadata.version("tensorflow-tpu")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
+    return installed_version("tensorflow-tpu") is not None
 
 
 def choose_backend(distribute: str, environ=os.environ, *, tpu: bool | None = None, tf_tpu: bool | None = None) -> str:
@@ -257,16 +254,9 @@ def check_gradient_accumulation(plan: DistributionPlan, steps: int | None) -> No
     if steps and steps > 1 and plan.backend == "tensorflow" and plan.replicas > 1:
         raise ValueError(
             f"gradient_accumulation_steps={steps} does not work under {STRATEGY_NAMES[plan.strategy]} (Keras "
-            f"{_version('keras')}): set gradient_accumulation_steps=None (the global batch is already "
+            f"{installed_version('keras') or '?'}): set gradient_accumulation_steps=None (the global batch is already "
             f"{plan.replicas} x batch_size), or use distribute='none', or Keras on JAX (KERAS_BACKEND=jax)."
         )
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def lr_scale(lr_scaling: str, replicas: int) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ import pandas as pd
 
 from lib import NUM_CLASSES
 from lib.paths import PROJECT_ROOT
+from lib.versions import installed_version
 
 _UMASK = os.umask(0)  # the only way to read the umask is to set it; restored on the next line
 os.umask(_UMASK)
@@ -108,11 +108,8 @@ def write_csv(path, frame: pd.DataFrame) -> Path:
 
 
 def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    return versions
+    installed = {name: installed_version(name) for name in TRACKED_PACKAGES}
+    return {"python": platform.python_version(), **{name: v for name, v in installed.items() if v is not None}}
 
 
 def git_commit() -> str | None:
