@@ -194,3 +194,32 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
 
 def count_params(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
+
+
+def load_trained(run_folder, weights_file: str = "best.weights.h5") -> keras.Model:
+    """The model a 03/04 run trained, rebuilt from its params.json with no download (the pretrained weights are
+    replaced by the run's anyway) and its best weights loaded. A K-fold run gives its first fold's model."""
+    from pathlib import Path
+
+    from lib.runs import read_json
+
+    folder = Path(run_folder)
+    if not (folder / weights_file).exists() and (folder / "fold_0" / weights_file).exists():
+        folder = folder / "fold_0"
+    if not (folder / weights_file).exists():
+        raise FileNotFoundError(f"No {weights_file} in {folder}: run its notebook first (make 03_xception, ...).")
+    p = read_json(folder / "params.json")
+    model = build_model(
+        p["backbone"],
+        weights=None,
+        backbone_bn="frozen" if p.get("weights") else "train",  # as trained: BatchNorm mode follows the weights
+        pooling=p["pooling"],
+        head_batchnorm=p["head_batchnorm"],
+        dropout=p["dropout"],
+        dense_units=p["dense_units"],
+        activation=p["activation"],
+        l2=p["l2"],
+        keras_augment=p["keras_augment"],
+    )
+    model.load_weights(folder / weights_file)
+    return model

@@ -98,3 +98,20 @@ def test_precision_auto_is_float32_on_this_cpu():
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="xception"):
         build_model("resnet9000", weights=None)
+
+
+def test_load_trained_rebuilds_a_run_model_with_its_best_weights(tmp_path):
+    from lib.models import build_model, load_trained
+    from lib.runs import write_json
+
+    settings = dict(pooling="avg", head_batchnorm=False, dropout=0.0, dense_units=8, activation="relu", l2=0.0)
+    keras.utils.set_random_seed(3)
+    trained = build_model("xception", weights=None, keras_augment="none", **settings)
+    trained.save_weights(tmp_path / "best.weights.h5")
+    write_json(tmp_path / "params.json", {"backbone": "xception", "weights": None, "keras_augment": "none", **settings})
+    images = np.random.default_rng(0).integers(0, 255, (2, 71, 71, 3), dtype="uint8")
+    keras.utils.set_random_seed(4)  # a different initialisation: only the loaded weights can make them agree
+    loaded = load_trained(tmp_path)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="make 03_xception"):
+        load_trained(tmp_path / "nothing")
