@@ -117,7 +117,8 @@ print(f"Submission written: {out}; {len(confident)} test rows at confidence >= {
 # We fitted blend weights for 03 and 04 on their shared validation rows, compared the models per class, and
 # wrote the blended predictions. Written: `submissions/submission.csv` (the final submission), and in
 # `runs/<profile>/05_ensemble/`: `probs_val.csv`, `probs_test.csv`, `pseudo_labels.csv`, `params.json`,
-# `versions.json` and `metrics.json` (weights and accuracies). Next: on the demo, `make score` for the accuracy
+# `versions.json` and `metrics.json` (weights, accuracies, and each model's temperature: 1 unless
+# `temperature_scaling` is on). Next: on the demo, `make score` for the accuracy
 # on the hidden test labels; on the real data, `make submit` uploads `submissions/submission.csv` to Kaggle.
 # To use pseudo-labels, append a stage with `"pseudo_labels": True` to `stages` in 03 or 04 and
 # rerun it, then this notebook.

@@ -10,10 +10,11 @@
 #
 # **Expected result.** Tables and plots that name the classes ("3 Lada 2110"). On the full profile, expect the
 # mistakes to gather in a few pairs of look-alike Lada models and the models to be somewhat over-confident
-# (ECE of a few percent, a fitted temperature above 1). On the demo and the tiny profile the models are weak,
-# and B7 sits near chance with almost uniform probabilities: under-confident, a temperature below 1; the
-# numbers only prove that the analysis runs. Everything is measured on the validation rows, the only labelled
-# rows the models did not train on.
+# (ECE of a few percent, a fitted temperature above 1). On the tiny profile, and for B7 on the demo, a model
+# at chance predicts one class for every photo with almost uniform probabilities: all its mistakes form one
+# column of pairs, its ECE is near 0 (confidence ~0.1, accuracy ~0.1), and its temperature goes to the upper
+# bound, 20 (uniform probabilities are its best log-loss); those numbers only prove that the analysis runs.
+# Everything is measured on the validation rows, the only labelled rows the models did not train on.
 
 # %%
 import pandas as pd
@@ -139,9 +140,10 @@ write_csv(run.path("calibration.csv"), calibration.reset_index())
 display(calibration.round(4))
 
 # %% [markdown]
-# Bars under the diagonal (red above them) mean over-confidence: a fitted T above 1. The "after" columns are
-# measured on the rows T was fitted on, so they are optimistic; with few validation rows (demo, tiny) T can
-# fit noise. To blend temperature-scaled models, rerun 05 with `temperature_scaling = True`
+# Bars under the diagonal (red above them) mean over-confidence: a fitted T above 1; bars above it,
+# under-confidence: T below 1. A T at the bound, 20, marks a model with no signal to sharpen (at chance). The
+# "after" columns are measured on the rows T was fitted on, so they are optimistic; with few validation rows
+# (demo, tiny) T can fit noise. To blend temperature-scaled models, rerun 05 with `temperature_scaling = True`
 # (`make 05_ensemble FORCE=1` after setting it in the profile); the ensemble row here is the blend as 05 made
 # it.
 
