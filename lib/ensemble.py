@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from lib import class_display_name
+from lib.calibration import apply_temperature, fit_temperature
 from lib.metrics import EPS, accuracy, class_labels, log_loss
 
 BLEND_METHODS = ("arithmetic", "geometric")
@@ -121,7 +122,10 @@ class Blend:
     val_probs: np.ndarray
     test_ids: pd.Series
     test_probs: np.ndarray
-    model_val_probs: dict
+    model_val_probs: dict  # as blended: temperature-scaled when temperature_scaling is on
+    temperature_scaling: bool = False
+    # per model: its temperature (1.0 when off) and validation log-loss before and after scaling
+    calibration: pd.DataFrame | None = None
 
     def scores(self) -> pd.DataFrame:
         """Weight and validation accuracy of each model and of the ensemble."""
@@ -130,8 +134,13 @@ class Blend:
         return self.weights.to_frame().join(pd.Series(accuracies, name="validation accuracy"), how="outer")
 
 
-def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "scipy") -> Blend:
-    """Read each model run's probs_val/probs_test, fit blend weights on the shared validation rows, blend."""
+def combine_runs(
+    run_folders: dict, method: str = "arithmetic", search: str = "scipy", temperature_scaling: bool = False
+) -> Blend:
+    """Read each model run's probs_val/probs_test, fit blend weights on the shared validation rows, blend.
+
+    temperature_scaling: first scale each model's validation and test probabilities with its own temperature,
+    fitted on its validation probabilities (lib.calibration), so that no over-confident model dominates."""
     from lib.runs import load_probs, probs_matrix
 
     vals, tests = {}, {}
@@ -150,6 +159,19 @@ def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "s
             )
     labels = reference["Category"].to_numpy()
     per_model = {name: probs_matrix(vals[name]) for name in names}
+    per_model_test = {name: probs_matrix(tests[name]) for name in names}
+    calibration = {}
+    for name in names:
+        temperature = fit_temperature(per_model[name], labels) if temperature_scaling else 1.0
+        before = log_loss(per_model[name], labels)
+        if temperature_scaling:
+            per_model[name] = apply_temperature(per_model[name], temperature)
+            per_model_test[name] = apply_temperature(per_model_test[name], temperature)
+        calibration[name] = {
+            "temperature": temperature,
+            "log-loss before": before,
+            "log-loss after": log_loss(per_model[name], labels),
+        }
     weights = (
         fit_weights(list(per_model.values()), labels, method=method, search=search) if len(names) > 1 else np.ones(1)
     )
@@ -159,8 +181,10 @@ def combine_runs(run_folders: dict, method: str = "arithmetic", search: str = "s
         val_labels=labels,
         val_probs=blend(list(per_model.values()), weights, method),
         test_ids=tests[names[0]]["Id"],
-        test_probs=blend([probs_matrix(tests[name]) for name in names], weights, method),
+        test_probs=blend(list(per_model_test.values()), weights, method),
         model_val_probs=per_model,
+        temperature_scaling=temperature_scaling,
+        calibration=pd.DataFrame.from_dict(calibration, orient="index").rename_axis("model"),
     )
 
 

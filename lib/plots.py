@@ -110,3 +110,69 @@ def confusion(labels, predictions, ax=None, title: str = "Validation confusion m
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set_title(title)
     return ax
+
+
+def reliability_diagram(model_probs: dict, labels, n_bins: int = 15, size: float = 3.6):
+    """Accuracy against confidence in equal-width bins, one axis per model (dict name -> probabilities), the
+    diagonal being perfect calibration; red: the gap to it. Each title gives the model's ECE."""
+    from lib.calibration import expected_calibration_error, reliability_bins
+
+    fig, axes = plt.subplots(1, len(model_probs), figsize=(size * len(model_probs), size), squeeze=False)
+    for ax, (name, probs) in zip(axes.flat, model_probs.items()):
+        bins = reliability_bins(probs, labels, n_bins)
+        filled = bins[bins["count"] > 0]
+        centres, width = (filled["lower"] + filled["upper"]) / 2, 1.0 / n_bins
+        ax.bar(centres, filled["accuracy"], width=width, edgecolor="black", color="tab:blue", label="accuracy")
+        ax.bar(
+            centres,
+            filled["confidence"] - filled["accuracy"],
+            bottom=filled["accuracy"],
+            width=width,
+            color="tab:red",
+            alpha=0.35,
+            label="gap",
+        )
+        ax.plot([0, 1], [0, 1], ls="--", color="grey")
+        ece = expected_calibration_error(probs, labels, n_bins)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{name}: ECE {ece:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.set_label("reliability_diagram")
+    return fig
+
+
+def confused_pairs_bar(pairs: pd.DataFrame, title: str = "Most confused classes"):
+    """Horizontal bars of lib.error_analysis.confused_pairs: "true -> predicted" by name, most frequent on top."""
+    fig, ax = plt.subplots(figsize=(8, 0.4 * max(len(pairs), 1) + 1.2))
+    labels = [f"{t} → {p}" for t, p in zip(pairs["true name"], pairs["predicted name"])]
+    ax.barh(range(len(pairs)), pairs["count"], color="tab:orange")
+    ax.set_yticks(range(len(pairs)), labels)
+    ax.invert_yaxis()
+    for i, (count, share) in enumerate(zip(pairs["count"], pairs["share of true class"])):
+        ax.text(count, i, f" {count} ({share:.0%})", va="center", fontsize=8)
+    ax.set(xlabel="validation photos (share of the true class)", title=title)
+    fig.tight_layout()
+    fig.set_label("confused_pairs")
+    return fig
+
+
+def misclassified_gallery(rows: pd.DataFrame, limit: int = 16, columns: int = 4, image_size: int = 160, title=None):
+    """Photos of lib.error_analysis.misclassified rows (needs `path`), in their order (most confident mistake
+    first), each titled with its true and predicted class by name and the predicted class's probability."""
+    from lib.images import read_resized
+
+    shown = rows.head(limit)
+    if shown.empty:  # image_grid needs at least one photo
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
+        fig.set_label("misclassified_gallery")
+        return fig
+    images = [read_resized(p, image_size) for p in shown["path"]]
+    titles = [
+        f"true: {t}\npred: {p} ({c:.2f})"
+        for t, p, c in zip(shown["true name"], shown["predicted name"], shown["confidence"])
+    ]
+    fig = image_grid(images, titles, columns=columns, size=2.8, title=title or "Most confident mistakes")
+    fig.set_label("misclassified_gallery")
+    return fig

@@ -32,6 +32,7 @@ method = "arithmetic"  # arithmetic or geometric mean of probabilities
 search = "scipy"  # scipy (SLSQP on log-loss) or simplex (grid)
 submission_name = "submission"
 pseudo_label_threshold = 0.98  # test rows at least this confident are written to pseudo_labels.csv
+temperature_scaling = False  # scale each model's probabilities by its own temperature (fitted on validation) first
 
 # %%
 params, data_dir, run = open_run(collect_params(globals(), _before))
@@ -49,15 +50,21 @@ for name, folder in run_folders.items():
 
 # %% [markdown]
 # ## Weights fitted on the validation rows
+# With `temperature_scaling = True`, each model's probabilities are first divided in log space by its own
+# temperature T, fitted on its validation rows to minimise log-loss (T > 1: the model was over-confident). The
+# table below then shows each model's T and its validation log-loss before and after; without it, T is 1.
 
 # %%
-fitted = combine_runs(run_folders, method=method, search=search)
+fitted = combine_runs(run_folders, method=method, search=search, temperature_scaling=temperature_scaling)
+display(fitted.calibration.round(4))
 scores = fitted.scores()
 display(scores)
 
 # %% [markdown]
-# The weights sum to one (the ensemble's row has no weight of its own). A model that adds little on these
-# rows gets a small weight or none. On the demo, while B7 sits at chance (0.1), its weight is 0 or small: its
+# Temperature scaling changes how sure each model is, never its predicted class, so its accuracy stays; its
+# "log-loss after" is measured on the rows T was fitted on, so it is slightly optimistic. The weights sum to
+# one (the ensemble's row has no weight of its own). A model that adds little on these rows gets a small weight
+# or none. On the demo, while B7 sits at chance (0.1), its weight is 0 or small: its
 # almost uniform probabilities can only soften the other model's log-loss, and the ensemble's accuracy stays
 # that of Xception. When both models are good and make different mistakes, as expected on the full profile,
 # both get a real share, and the ensemble's accuracy should match or beat the best single model.
@@ -94,7 +101,8 @@ write_csv(run.path("pseudo_labels.csv"), confident)
 run.update_metrics(model="ensemble", profile=profile, weights=fitted.weights.to_dict(),
                    val_accuracy=float(scores.loc["ensemble", "validation accuracy"]),
                    model_val_accuracy=scores["validation accuracy"].drop("ensemble").to_dict(),
-                   pseudo_labels=len(confident))
+                   pseudo_labels=len(confident), temperature_scaling=temperature_scaling,
+                   temperatures=fitted.calibration["temperature"].to_dict())
 print(f"Submission written: {out}; {len(confident)} test rows at confidence >= {pseudo_label_threshold} "
       f"saved as pseudo-labels in {run.path('pseudo_labels.csv')}")
 
@@ -109,7 +117,8 @@ print(f"Submission written: {out}; {len(confident)} test rows at confidence >= {
 # We fitted blend weights for 03 and 04 on their shared validation rows, compared the models per class, and
 # wrote the blended predictions. Written: `submissions/submission.csv` (the final submission), and in
 # `runs/<profile>/05_ensemble/`: `probs_val.csv`, `probs_test.csv`, `pseudo_labels.csv`, `params.json`,
-# `versions.json` and `metrics.json` (weights and accuracies). Next: on the demo, `make score` for the accuracy
+# `versions.json` and `metrics.json` (weights, accuracies, and each model's temperature: 1 unless
+# `temperature_scaling` is on). Next: on the demo, `make score` for the accuracy
 # on the hidden test labels; on the real data, `make submit` uploads `submissions/submission.csv` to Kaggle.
 # To use pseudo-labels, append a stage with `"pseudo_labels": True` to `stages` in 03 or 04 and
 # rerun it, then this notebook.

@@ -91,3 +91,33 @@ def test_pseudo_labels_respect_the_threshold():
     probs[0, 4], probs[1, 2], probs[2, 7] = 0.91, 0.95, 0.5
     chosen = pseudo_labels(test, probs, 0.95)
     assert chosen["Id"].tolist() == ["b"] and chosen["Category"].tolist() == [2]
+
+
+def test_combine_runs_scales_each_model_by_its_own_temperature(tmp_path):
+    from lib.calibration import fit_temperature
+    from lib.ensemble import combine_runs
+    from lib.runs import RunRecord
+
+    labels, (strong, weak, _) = synthetic_models(n=400, seed=3)
+    over_confident = strong**6 / (strong**6).sum(axis=1, keepdims=True)  # softmax(6 log p)
+    folders = {}
+    for name, probs in (("over", over_confident), ("weak", weak)):
+        record = RunRecord(tmp_path / name)
+        record.save_probs("val", [f"{i}.jpg" for i in range(len(labels))], probs, labels)
+        record.save_probs("test", [f"t{i}.jpg" for i in range(50)], probs[:50])
+        folders[name] = record.dir
+    plain = combine_runs(folders)
+    scaled = combine_runs(folders, temperature_scaling=True)
+    assert not plain.temperature_scaling and plain.calibration["temperature"].tolist() == [1.0, 1.0]
+    # softmax(6 log p) needs six times the temperature of p; the weak model gets its own
+    temperatures = scaled.calibration["temperature"]
+    assert scaled.temperature_scaling
+    assert temperatures["over"] == pytest.approx(6 * fit_temperature(strong, labels), rel=0.01)
+    assert temperatures["weak"] == pytest.approx(fit_temperature(weak, labels), rel=0.01)
+    calibration = scaled.calibration
+    assert (calibration["log-loss after"] <= calibration["log-loss before"] + 1e-9).all()
+    assert calibration.loc["over", "log-loss after"] < calibration.loc["over", "log-loss before"] - 0.1
+    for name in folders:  # scaling moves no model's predicted class, on validation or test
+        assert np.array_equal(scaled.model_val_probs[name].argmax(1), plain.model_val_probs[name].argmax(1))
+    np.testing.assert_allclose(scaled.test_probs.sum(axis=1), 1.0)
+    assert log_loss(scaled.val_probs, labels) < log_loss(plain.val_probs, labels)
