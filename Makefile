@@ -12,7 +12,7 @@ PROFILE ?=
 VIRTUAL_DEVICES ?=
 
 
-NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble
+NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble 06_error_analysis
 # Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
 DATA = $(shell $(PY) -m lib.paths data-dir $(DATA_DIR))
 PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
@@ -75,11 +75,14 @@ notebooks/%.ipynb: notebooks/%.py | venv
 	@$(VENV)/bin/jupytext --quiet --update --to ipynb --set-kernel python3 $<
 
 # A notebook reruns only when its inputs changed: its source, its profile, every .py under lib/, the data's CSVs
-# and, for the ensemble, the model runs' probabilities; FORCE=1 reruns it anyway. Training itself resumes (see README).
+# and, for the ensemble and the error analysis, the probabilities they read; FORCE=1 reruns it anyway. Training
+# itself resumes (see README).
 LIB_SOURCES := $(shell find lib -name '*.py' -not -path '*/.*')
 nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/train.csv \
 	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
-	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv))
+	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv)) \
+	$(if $(filter 06_error_analysis,$(1)),$(foreach m,03_xception 04_efficientnetb7 05_ensemble,\
+	$(RUNS)/$(PROF)/$(m)/probs_val.csv))
 stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)" \
 	"$(VIRTUAL_DEVICES)"
 
@@ -117,8 +120,10 @@ endef
 	$(call stale_ensemble,$@)
 05_ensemble: notebooks/05_ensemble.ipynb prepare ## Notebook 05: weighted ensemble of 03 and 04, submissions/submission.csv
 	$(call run_notebook,$@)
+06_error_analysis: notebooks/06_error_analysis.ipynb prepare ## Notebook 06: per-class errors, confused pairs, mistakes, Grad-CAM, calibration
+	$(call run_notebook,$@)
 
-run-all: prepare $(NOTEBOOKS) ## Run the five notebooks in order (demo data when no competition data is found)
+run-all: prepare $(NOTEBOOKS) ## Run the six notebooks in order (demo data when no competition data is found)
 	@echo "Done. Submissions: $$(ls $(SUBMISSIONS)/*.csv | tr '\n' ' '); executed notebooks in $(RUNS)/$(PROF)/"
 
 score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the demo's hidden test labels
