@@ -4,6 +4,8 @@ Writes `--photos` train and test JPEGs of 640x480 (the real data's 15,561 + 6,67
 temporary folder outside the repo, deleted afterwards. Each photo is one of 100 demo drawings, flipped, rolled and
 colour-shuffled at random, so hashes are as varied as real ones and the pair search returns few pairs.
 From the repo root:  nice -n 5 .venv/bin/python bench/duplicates.py [--photos 2000]
+`--calibrate FOLDER` instead measures the threshold: hash distances between the different photos in FOLDER, and
+between each photo and its re-saved copies (half size; demo.near_copy's rescale and 1 % crop), JPEG quality 65-70.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import NUM_CLASSES  # noqa: E402
-from lib.demo import draw_car  # noqa: E402
-from lib.duplicates import DEFAULT_MAX_DISTANCE, close_pairs, hash_images  # noqa: E402
+from lib.demo import draw_car, near_copy  # noqa: E402
+from lib.duplicates import DEFAULT_MAX_DISTANCE, close_pairs, hash_images, image_hash  # noqa: E402
 
 REAL_TRAIN, REAL_TEST = 15_561, 6_675
 
@@ -43,6 +45,32 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
+def calibrate(folder: Path) -> None:
+    """Print the hash distances of distinct photos and of re-saved copies, to choose max_distance."""
+    rng = np.random.default_rng(0)
+    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    hashes, readable = hash_images(photos)
+    _, _, distinct = close_pairs(hashes[readable], max_distance=64)
+    copies = {"half size": [], "near_copy": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        copy_path = str(Path(scratch) / "copy.jpg")
+        for path in photos:
+            image = cv2.imread(str(path))
+            if image is None:
+                continue
+            height, width = image.shape[:2]
+            half = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+            for kind, copy, quality in (("half size", half, 70), ("near_copy", near_copy(image, rng), 65)):
+                cv2.imwrite(copy_path, copy, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                copies[kind].append(int(np.bitwise_count(np.uint64(image_hash(copy_path) ^ image_hash(path)))))
+    print(
+        f"{len(distinct):,} pairs of distinct photos: min {distinct.min()}, 1st percentile "
+        f"{np.percentile(distinct, 1):.0f}, median {np.median(distinct):.0f} bits"
+    )
+    for kind, distances in copies.items():
+        print(f"{len(distances)} {kind} copies: max {max(distances)}, distances {np.bincount(distances).tolist()}")
+
+
 def timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
@@ -56,7 +84,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="threads for the full hashing run")
     parser.add_argument("--compare", type=int, default=1000, help="photos hashed with 1 thread, then --workers")
     parser.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE)
+    parser.add_argument("--calibrate", type=Path, default=None, help="a folder of photos: measure the threshold")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        return calibrate(args.calibrate)
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="dupbench-"))
     try:

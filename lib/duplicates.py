@@ -17,8 +17,10 @@ import pandas as pd
 
 from lib import class_display_name
 
-# Measured on the demo (bench/duplicates.py --threshold): planted copies (cropped 1-4 %, rescaled, re-encoded at
-# another quality) lie at 0-4 bits, distinct photos of the same class at 12 or more; 8 sits between.
+# Measured with bench/duplicates.py --calibrate: on the 30 real test photos in shared/, re-saved copies lie at 0-2
+# bits (half size) and 0-8 (rescaled, 1 % cropped), distinct photos at 16 or more (median 30). On the 500 demo
+# cartoons, copies also lie at 0-8, but a few distinct cartoons (~2 in 10,000 pairs) come as close: the demo
+# profile uses 4, which its planted copies (0-4 bits) pass.
 DEFAULT_MAX_DISTANCE = 8
 HASH_SIZE = 8  # 8x8 = 64 bits, one uint64 per photo
 KINDS = ["label_conflict", "same_label", "train_test"]
