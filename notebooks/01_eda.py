@@ -10,8 +10,8 @@
 # 40 per class, at the same sizes; the demo proves that the checks and plots run, it says nothing about the
 # real photos. The problem table lists every unreadable or missing file with what the pipeline will do
 # about it. The duplicate scan finds the demo's 5 planted near-copies (2 same-label, 1 with a conflicting label,
-# 2 train photos in test). The notebook trains nothing; it takes seconds on the demo, about a minute or two on
-# the real data (hashing 22k photos).
+# 2 train photos in test), and perhaps a chance look-alike among the simple cartoons. The notebook trains
+# nothing; it takes seconds on the demo, a few minutes on the real data (hashing 22k photos).
 
 # %%
 from IPython.display import display
