@@ -2,7 +2,8 @@
 
 It proves the pipeline end to end without Kaggle; it says nothing about leaderboard scores. Each class is a
 cartoon car with its own body colour and silhouette, on varied backgrounds, so a backbone trained from scratch
-at small size learns it within minutes on a CPU.
+at small size learns it within minutes on a CPU. A few near-duplicate photos are planted, as scraped data has them
+(listed in duplicates_planted.csv), so that 01_eda's duplicate scan has something to find.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from lib.runs import write_csv
 # Real photos are mostly 640x480 or 640x360, a few portrait.
 SIZES = [((640, 480), 0.65), ((640, 360), 0.28), ((480, 640), 0.07)]
 # Per class: body length / height ratio and roof style (0 sedan, 1 hatchback, 2 boxy SUV).
+# Near-duplicates planted in the demo, per kind: copies with the same label, with another label (label noise),
+# and train photos copied into test. Each copy is slightly cropped and re-encoded, so it is near, not exact.
+PLANTED = {"same_label": 2, "label_conflict": 1, "train_test": 2}
+PLANTED_FILE = "duplicates_planted.csv"
 SILHOUETTES = [(2.6, 0), (2.2, 1), (2.4, 0), (2.8, 0), (2.0, 2), (1.7, 2), (2.1, 1), (2.5, 1), (3.0, 0), (2.3, 2)]
 
 
@@ -87,9 +92,46 @@ def _pick_size(rng: np.random.Generator) -> tuple[int, int]:
     return sizes[rng.choice(len(sizes), p=np.array(weights) / sum(weights))]
 
 
+def near_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A re-saved copy as a scraper would find it: scaled down to 85-95 % and back, 2-6 px cropped off each border."""
+    height, width = image.shape[:2]
+    scale = rng.uniform(0.85, 0.95)
+    small = cv2.resize(image, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA)
+    top, left, bottom, right = (int(v) for v in rng.integers(2, 7, 4))
+    crop = small[top : small.shape[0] - bottom, left : small.shape[1] - right]
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def plan_duplicates(labels: np.ndarray, n_train: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
+    """(kind, source slot, target slot) for each planted copy, sources always in train. Every slot is used at most
+    once, so the planted pairs are the only near-duplicates. Kinds that the sizes cannot hold are left out."""
+    free = set(range(len(labels)))
+    is_train = np.arange(len(labels)) < n_train
+    plan = []
+    for kind, count in PLANTED.items():
+        for _ in range(count):
+            for category in rng.permutation(np.unique(labels)):
+                sources = sorted(free & set(np.flatnonzero(is_train & (labels == category))))
+                wanted = {
+                    "same_label": is_train & (labels == category),
+                    "label_conflict": is_train & (labels != category),
+                    "train_test": ~is_train & (labels == category),
+                }[kind]
+                if not sources:
+                    continue
+                source = int(rng.choice(sources))
+                targets = sorted(free & set(np.flatnonzero(wanted)) - {source})
+                if targets:
+                    target = int(rng.choice(targets))
+                    free -= {source, target}
+                    plan.append((kind, source, target))
+                    break
+    return plan
+
+
 def generate(out_dir=DEMO_DIR, train_per_class: int = 40, test_per_class: int = 10, seed: int = 0) -> Path:
     """Write the demo set: train.csv, sample-submission.csv, test_labels.csv, train/<Category>/<Id>,
-    test_upload/<Id>."""
+    test_upload/<Id>, and duplicates_planted.csv (the planted near-duplicates: kind, id_a, id_b)."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -100,6 +142,7 @@ def generate(out_dir=DEMO_DIR, train_per_class: int = 40, test_per_class: int = 
         [np.repeat(np.arange(NUM_CLASSES), train_per_class), np.repeat(np.arange(NUM_CLASSES), test_per_class)]
     )
     rows = {"train": [], "test": []}
+    files = []
     for i, (image_id, category) in enumerate(zip(ids, labels)):
         split = "train" if i < n_train else "test"
         folder = staging / ("train" / Path(str(category)) if split == "train" else Path("test_upload"))
@@ -107,11 +150,20 @@ def generate(out_dir=DEMO_DIR, train_per_class: int = 40, test_per_class: int = 
         image = draw_car(int(category), _pick_size(rng), rng)
         cv2.imwrite(str(folder / image_id), image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
         rows[split].append((image_id, int(category)))
+        files.append(folder / image_id)
+    # A generator of its own, so the drawn photos stay the same whatever is planted.
+    plant_rng = np.random.default_rng([seed, 1])
+    planted = []
+    for kind, source, target in plan_duplicates(labels, n_train, plant_rng):
+        copy = near_copy(cv2.imread(str(files[source])), plant_rng)
+        cv2.imwrite(str(files[target]), copy, [cv2.IMWRITE_JPEG_QUALITY, int(plant_rng.integers(60, 75))])
+        planted.append((kind, ids[source], ids[target], int(labels[source]), int(labels[target])))
     train = pd.DataFrame(rows["train"], columns=["Id", "Category"]).sample(frac=1, random_state=seed)
     test = pd.DataFrame(rows["test"], columns=["Id", "Category"]).sample(frac=1, random_state=seed + 1)
     write_csv(staging / "train.csv", train)
     write_csv(staging / "sample-submission.csv", test.assign(Category=0))
     write_csv(staging / DEMO_MARKER, test)
+    write_csv(staging / PLANTED_FILE, pd.DataFrame(planted, columns=["kind", "id_a", "id_b", "label_a", "label_b"]))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return out_dir

@@ -59,6 +59,33 @@ def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_si
     return image_grid(images, titles, columns=per_class, title="Samples per class")
 
 
+def duplicate_pairs(pairs: pd.DataFrame, max_pairs: int = 6, image_size: int = 160, pairs_per_row: int = 2):
+    """The first `max_pairs` rows of lib.duplicates.find_duplicates side by side: photo a, then photo b, titled
+    with car names, the kind of pair and its hash distance."""
+    from lib.images import read_resized
+
+    shown = pairs.head(max_pairs)
+    rows = max(1, int(np.ceil(len(shown) / pairs_per_row)))
+    fig, axes = plt.subplots(
+        rows, 2 * pairs_per_row, figsize=(2 * pairs_per_row * image_size / 72, rows * image_size / 60), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    if shown.empty:
+        axes.flat[0].text(0, 0.5, "No near-duplicate pairs found", fontsize=12)
+    for n, pair in enumerate(shown.itertuples(index=False)):
+        ax_a, ax_b = axes.flat[2 * n], axes.flat[2 * n + 1]
+        ax_a.imshow(read_resized(pair.path_a, image_size))
+        ax_a.set_title(f"{pair.kind}, {pair.distance} bits\ntrain: {pair.name_a}", fontsize=8)
+        ax_b.imshow(read_resized(pair.path_b, image_size))
+        where = "test" if pair.kind == "train_test" else "train"
+        ax_b.set_title(f"\n{where}: {pair.name_b or 'unlabelled'}", fontsize=8)
+    fig.suptitle(f"Near-duplicate pairs ({len(shown)} of {len(pairs)})")
+    fig.tight_layout()
+    fig.set_label("duplicate_pairs")
+    return fig
+
+
 def history(frame: pd.DataFrame):
     """Accuracy and loss per epoch, train vs validation, with stage boundaries."""
     fig, axes = plt.subplots(1, 3 if "lr" in frame else 2, figsize=(14, 3.5))

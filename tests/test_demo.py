@@ -3,10 +3,11 @@
 import hashlib
 
 import cv2
+import numpy as np
 import pandas as pd
 
 from lib import NUM_CLASSES
-from lib.demo import generate
+from lib.demo import PLANTED, PLANTED_FILE, generate
 from lib.submission import read_sample_ids, score, write_submission
 
 
@@ -52,3 +53,21 @@ def test_hidden_labels_score_a_submission(tiny_demo, tmp_path):
     wrong = write_submission(ids, (truth.to_numpy() + 1) % NUM_CLASSES, tmp_path / "wrong.csv", ids)
     assert score(perfect, tiny_demo / "test_labels.csv") == 1.0
     assert score(wrong, tiny_demo / "test_labels.csv") == 0.0
+
+
+def test_planted_duplicates_keep_counts_and_hidden_labels(tiny_demo):
+    train = pd.read_csv(tiny_demo / "train.csv").set_index("Id")["Category"]
+    hidden = pd.read_csv(tiny_demo / "test_labels.csv").set_index("Id")["Category"]
+    planted = pd.read_csv(tiny_demo / PLANTED_FILE)
+    assert planted["kind"].value_counts().to_dict() == PLANTED
+    assert (train.value_counts() == 8).all() and (hidden.value_counts() == 2).all()
+    assert len(set(planted["id_a"]) | set(planted["id_b"])) == 2 * len(planted)  # no copy of a copy
+    for row in planted.itertuples(index=False):
+        assert train[row.id_a] == row.label_a
+        labels_b = hidden if row.kind == "train_test" else train
+        assert labels_b[row.id_b] == row.label_b
+        assert (row.label_a == row.label_b) == (row.kind != "label_conflict")
+        folder_b = tiny_demo / ("test_upload" if row.kind == "train_test" else f"train/{row.label_b}")
+        copy = cv2.imread(str(folder_b / row.id_b))
+        original = cv2.imread(str(tiny_demo / "train" / str(row.label_a) / row.id_a))
+        assert copy.shape == original.shape and not np.array_equal(copy, original)  # near, not exact
