@@ -341,8 +341,7 @@ def prepare_command(data_dir: str | None) -> Path:
 
     resolved = paths.resolve_data_dir(data_dir)
     if not data_dir and resolved == paths.DEMO_DIR:
-        if not paths.is_demo(resolved):
-            demo.generate(resolved)
+        demo.ensure_demo(resolved)
         print(
             f"No competition data in {paths.DATA_ROOT} (run `make data`, or set DATA_DIR): "
             f"using the offline demo data set in {resolved}."

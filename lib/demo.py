@@ -170,9 +170,9 @@ def generate(out_dir=DEMO_DIR, train_per_class: int = 40, test_per_class: int = 
 
 
 def ensure_demo(out_dir=DEMO_DIR, **kwargs) -> Path:
-    """Generate the demo set unless it is already complete."""
+    """Generate the demo set unless it is already complete (a demo from before the planted duplicates is not)."""
     out_dir = Path(out_dir)
-    if not (out_dir / DEMO_MARKER).is_file():
+    if not (out_dir / DEMO_MARKER).is_file() or not (out_dir / PLANTED_FILE).is_file():
         generate(out_dir, **kwargs)
     return out_dir
 
