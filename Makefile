@@ -35,7 +35,7 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
 .PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax test-kaggle-oldest lint \
-	format bench clean
+	format bench bench-duplicates clean
 
 help: ## List the targets
 	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
@@ -168,6 +168,9 @@ test-kaggle-oldest: .venv-kaggle/.installed ## lib on the oldest claimed Kaggle 
 
 bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
 	$(PY) -m lib.bench
+
+bench-duplicates: | venv ## Duplicate scan on generated real-size photos (15,561 + 6,675 640x480 JPEGs; PHOTOS=N fewer)
+	$(PY) bench/duplicates.py $(if $(PHOTOS),--photos $(PHOTOS))
 
 clean: ## Remove runs, submissions, built notebooks and the generated demo data (keeps real data and .venv)
 	rm -rf runs submissions build notebooks/*.ipynb data/demo data/demo.partial
