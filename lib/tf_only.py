@@ -97,3 +97,16 @@ def image_data_generator_flow(paths, labels, *, image_size: int, batch_size: int
         seed=seed,
         validate_filenames=False,
     )
+
+
+def class_score_gradients(to_scores, maps, classes):
+    """Grad-CAM's gradient on TensorFlow: d to_scores(maps)[i, classes[i]] / d maps[i] per image, as numpy (see
+    lib.gradcam.class_score_gradients, which calls this)."""
+    import tensorflow as tf
+
+    maps = tf.convert_to_tensor(maps)
+    with tf.GradientTape() as tape:
+        tape.watch(maps)
+        scores = tf.cast(to_scores(maps, training=False), tf.float32)
+        summed = tf.reduce_sum(tf.gather(scores, tf.convert_to_tensor(classes, tf.int32), axis=1, batch_dims=1))
+    return tape.gradient(summed, maps).numpy()
