@@ -185,11 +185,15 @@ def lr_range_test(
     return LRFindResult(history, suggest_lr(history["lr"], history["smoothed_loss"]), min_loss_lr, diverged)
 
 
-def plot_lr_find(result: LRFindResult, ax=None):
-    """Smoothed loss against LR (log x), with the suggested LR marked; returns the axes."""
+def plot_lr_find(result: LRFindResult, ax=None, name: str = "lr_range_test"):
+    """Smoothed loss against LR (log x), with the suggested LR marked; returns the axes. A figure it makes itself
+    is also written into the run folder as `name`.png (lib.figures)."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
+    from lib import figures
+
+    own_figure = ax is None
+    if own_figure:
         _, ax = plt.subplots(figsize=(6, 4))
     history = result.history
     ax.plot(history["lr"], history["loss"], color="0.8", linewidth=0.8, label="batch loss")
@@ -205,4 +209,6 @@ def plot_lr_find(result: LRFindResult, ax=None):
     ax.set_ylabel("loss")
     ax.set_title("LR range test")
     ax.legend()
+    if own_figure:
+        figures.save(ax.figure, name)
     return ax

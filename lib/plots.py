@@ -1,4 +1,4 @@
-"""The figures the notebooks show: data overview, augmentation previews, training curves, LR, confusion matrix."""
+"""The figures the notebooks show; each helper also writes its figure into the run folder (lib.figures)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import pandas as pd
 import seaborn as sns
 
 from lib import NUM_CLASSES, class_display_name
+from lib.figures import saved_as
 
 CLASS_DISPLAY_NAMES = [class_display_name(c) for c in range(NUM_CLASSES)]
 
 
+@saved_as("class_balance")
 def class_balance(train: pd.DataFrame, ax=None):
     ax = ax or plt.subplots(figsize=(9, 4))[1]
     counts = train["Category"].value_counts().reindex(range(NUM_CLASSES), fill_value=0)
@@ -23,6 +25,7 @@ def class_balance(train: pd.DataFrame, ax=None):
     return ax
 
 
+@saved_as("image_sizes")
 def image_sizes(sizes: pd.DataFrame, ax=None):
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     table = sizes.dropna().astype(int).value_counts().head(8)
@@ -32,6 +35,7 @@ def image_sizes(sizes: pd.DataFrame, ax=None):
     return ax
 
 
+@saved_as("image_grid")
 def image_grid(images, titles=None, columns: int = 8, size: float = 1.6, title: str | None = None):
     """Show uint8 RGB images in a grid."""
     rows = int(np.ceil(len(images) / columns))
@@ -49,6 +53,10 @@ def image_grid(images, titles=None, columns: int = 8, size: float = 1.6, title: 
     return fig
 
 
+_grid = image_grid.__wrapped__  # for helpers that save the grid under their own name
+
+
+@saved_as("sample_grid")
 def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_size: int = 160):
     """`per_class` random photos of each class, one row per class."""
     from lib.images import read_resized
@@ -56,9 +64,10 @@ def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_si
     picks = train.sample(frac=1, random_state=seed).groupby("Category").head(per_class).sort_values("Category")
     images = [read_resized(p, image_size) for p in picks["path"]]
     titles = [class_display_name(c) for c in picks["Category"]]
-    return image_grid(images, titles, columns=per_class, title="Samples per class")
+    return _grid(images, titles, columns=per_class, title="Samples per class")
 
 
+@saved_as("duplicate_pairs")
 def duplicate_pairs(pairs: pd.DataFrame, max_pairs: int = 6, image_size: int = 160, pairs_per_row: int = 2):
     """The first `max_pairs` rows of lib.duplicates.find_duplicates side by side: photo a, then photo b, titled
     with car names, the kind of pair and its hash distance."""
@@ -82,10 +91,10 @@ def duplicate_pairs(pairs: pd.DataFrame, max_pairs: int = 6, image_size: int = 1
         ax_b.set_title(f"\n{where}: {pair.name_b or 'unlabelled'}", fontsize=8)
     fig.suptitle(f"Near-duplicate pairs ({len(shown)} of {len(pairs)})")
     fig.tight_layout()
-    fig.set_label("duplicate_pairs")
     return fig
 
 
+@saved_as("history")
 def history(frame: pd.DataFrame):
     """Accuracy and loss per epoch, train vs validation, with stage boundaries."""
     fig, axes = plt.subplots(1, 3 if "lr" in frame else 2, figsize=(14, 3.5))
@@ -108,6 +117,7 @@ def history(frame: pd.DataFrame):
     return fig
 
 
+@saved_as("lr_schedule")
 def lr_schedule(frame: pd.DataFrame, ax=None):
     """Learning rate against step, one colour per stage (from lib.train.lr_per_step)."""
     ax = ax or plt.subplots(figsize=(8, 3))[1]
@@ -118,6 +128,7 @@ def lr_schedule(frame: pd.DataFrame, ax=None):
     return ax
 
 
+@saved_as("confusion")
 def confusion(labels, predictions, ax=None, title: str = "Validation confusion matrix"):
     """Counts of true class (rows) against predicted class (columns), both labelled with number and name."""
     ax = ax or plt.subplots(figsize=(8, 7))[1]
@@ -139,6 +150,7 @@ def confusion(labels, predictions, ax=None, title: str = "Validation confusion m
     return ax
 
 
+@saved_as("reliability_diagram")
 def reliability_diagram(model_probs: dict, labels, n_bins: int = 15, size: float = 3.6):
     """Accuracy against confidence in equal-width bins, one axis per model (dict name -> probabilities), the
     diagonal being perfect calibration; red: the gap to it. Each title gives the model's ECE."""
@@ -164,10 +176,10 @@ def reliability_diagram(model_probs: dict, labels, n_bins: int = 15, size: float
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{name}: ECE {ece:.3f}")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.set_label("reliability_diagram")
     return fig
 
 
+@saved_as("confused_pairs")
 def confused_pairs_bar(pairs: pd.DataFrame, title: str = "Most confused classes"):
     """Horizontal bars of lib.error_analysis.confused_pairs: "true -> predicted" by name, most frequent on top."""
     fig, ax = plt.subplots(figsize=(8, 0.4 * max(len(pairs), 1) + 1.2))
@@ -179,10 +191,10 @@ def confused_pairs_bar(pairs: pd.DataFrame, title: str = "Most confused classes"
         ax.text(count, i, f" {count} ({share:.0%})", va="center", fontsize=8)
     ax.set(xlabel="validation photos (share of the true class)", title=title)
     fig.tight_layout()
-    fig.set_label("confused_pairs")
     return fig
 
 
+@saved_as("misclassified_gallery")
 def misclassified_gallery(rows: pd.DataFrame, limit: int = 16, columns: int = 4, image_size: int = 160, title=None):
     """Photos of lib.error_analysis.misclassified rows (needs `path`), in their order (most confident mistake
     first), each titled with its true and predicted class by name and the predicted class's probability."""
@@ -193,13 +205,11 @@ def misclassified_gallery(rows: pd.DataFrame, limit: int = 16, columns: int = 4,
         fig, ax = plt.subplots(figsize=(4, 1))
         ax.axis("off")
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
-        fig.set_label("misclassified_gallery")
         return fig
     images = [read_resized(p, image_size) for p in shown["path"]]
     titles = [
         f"true: {t}\npred: {p} ({c:.2f})"
         for t, p, c in zip(shown["true name"], shown["predicted name"], shown["confidence"])
     ]
-    fig = image_grid(images, titles, columns=columns, size=2.8, title=title or "Most confident mistakes")
-    fig.set_label("misclassified_gallery")
+    fig = _grid(images, titles, columns=columns, size=2.8, title=title or "Most confident mistakes")
     return fig
