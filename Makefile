@@ -34,8 +34,8 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	tests/test_train.py::test_budget_ends_training_and_is_recorded \
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
-.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-unit test-jax test-kaggle-oldest lint \
-	format bench clean
+.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-unit test-jax \
+	test-kaggle-oldest lint format bench clean
 
 help: ## List the targets
 	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \

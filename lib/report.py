@@ -30,6 +30,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.nowrap { white-space: nowrap; }
 .gallery img { max-width: 360px; border: 1px solid #ddd; margin: 0.3em; }
 .note { color: #666; }
 """
@@ -163,9 +164,10 @@ def collect_run(run: Path, out: Path, board: pd.DataFrame, profile: str) -> RunR
     return row
 
 
-def _cell(value, numeric: bool = False) -> str:
+def _cell(value, numeric: bool = False, nowrap: bool = False) -> str:
     text = MISSING if value is None or value == "" else html.escape(str(value))
-    return f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>"
+    kind = "num" if numeric else "nowrap" if nowrap else ""
+    return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
 
 
 def _duration(seconds: float | None) -> str | None:
@@ -205,8 +207,9 @@ def index_page(profile: str, rows: list[RunRow], runs: Path) -> str:
         body.append(
             f'<tr id="run-{html.escape(row.name)}"><td>{notebook}</td>{_cell(row.model)}'
             f"{_cell(accuracy(row.val_accuracy_no_tta), True)}{_cell(accuracy(row.val_accuracy), True)}"
-            f"{_cell(row.epochs, True)}{_cell(_duration(row.seconds), True)}{_cell(budget)}{_cell(row.git_commit)}"
-            f"{_cell(row.started)}{_cell(row.public_score, True)}<td>{figures}</td></tr>"
+            f"{_cell(row.epochs, True)}{_cell(_duration(row.seconds), True)}{_cell(budget)}"
+            f"{_cell(row.git_commit, nowrap=True)}{_cell(row.started, nowrap=True)}{_cell(row.public_score, True)}"
+            f"<td>{figures}</td></tr>"
         )
     thumbnail = lambda f: f'<a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>'
     gallery = [
