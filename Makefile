@@ -34,8 +34,8 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	tests/test_train.py::test_budget_ends_training_and_is_recorded \
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
-.PHONY: help venv hooks prepare run-all $(NOTEBOOKS) notebooks score test test-unit test-jax test-kaggle-oldest lint \
-	format bench bench-duplicates clean
+.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-unit test-jax \
+	test-kaggle-oldest lint format bench bench-duplicates clean
 
 help: ## List the targets
 	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
@@ -123,8 +123,22 @@ endef
 06_error_analysis: notebooks/06_error_analysis.ipynb prepare ## Notebook 06: per-class errors, confused pairs, mistakes, Grad-CAM, calibration
 	$(call run_notebook,$@)
 
-run-all: prepare $(NOTEBOOKS) ## Run the six notebooks in order (demo data when no competition data is found)
+run-all: prepare $(NOTEBOOKS) ## Run the six notebooks in order (demo data when no competition data is found), then `make report`
 	@echo "Done. Submissions: $$(ls $(SUBMISSIONS)/*.csv | tr '\n' ' '); executed notebooks in $(RUNS)/$(PROF)/"
+	@$(PY) -m lib.report $(PROF)
+
+report: | venv ## HTML report of a profile's runs (PROFILE=): reports/<profile>/index.html, one table, each notebook rendered
+	@$(PY) -m lib.report $(PROF)
+
+# JupyterLab on .venv with jupytext: notebooks/*.py open as notebooks, paired with their .ipynb (jupytext.toml).
+# Its server options live in jupyter_server_config.py at the repo root, which JUPYTER_CONFIG_PATH adds to the files
+# Jupyter reads (after the user's own ~/.jupyter); tests/test_lab.py starts a headless server the same way.
+lab: $(VENV)/.lab-installed ## JupyterLab on the project's environment; notebooks/*.py open as notebooks
+	JUPYTER_CONFIG_PATH=$(CURDIR) $(VENV)/bin/jupyter lab
+
+$(VENV)/.lab-installed: requirements-lab.txt | venv
+	$(PY) -m pip install -q -r requirements-lab.txt
+	@touch $@
 
 score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the demo's hidden test labels
 	@$(PY) -m lib.submission score $(or $(FILE),$(SUBMISSIONS)/submission.csv) --labels "$(DATA)/test_labels.csv"

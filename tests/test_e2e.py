@@ -62,6 +62,25 @@ def test_run_all_executes_every_notebook(tiny_run):
 
 
 @pytest.mark.slow
+def test_run_all_ends_with_a_report_that_opens_in_a_browser(tiny_run):
+    """The transcript's last line is reports/tiny/index.html; in headless Chromium every image of the index and of
+    each notebook page decodes, every link resolves, and the table shows the runs' numbers."""
+    from tests.report_browser import check_report
+
+    _, output_root, done = tiny_run
+    index = output_root / "reports" / "tiny" / "index.html"
+    assert done.stdout.rstrip().endswith(str(index))
+    seen = check_report(index, index.with_name("index.png"))  # the screenshot stays beside the report
+    table = {row[0]: row for row in seen["table"]}
+    assert sorted(table) == NOTEBOOKS
+    for name in ("03_xception", "04_efficientnetb7"):
+        metrics = json.loads((output_root / "runs" / "tiny" / name / "metrics.json").read_text())
+        assert table[name][2:4] == [f"{metrics['val_accuracy_no_tta']:.4f}", f"{metrics['val_accuracy']:.4f}"]
+        assert table[name][6] == ("yes" if metrics["stopped_by_budget"] else "no")
+    assert len(seen["pages"]) == len(NOTEBOOKS) and seen["images"] > 0
+
+
+@pytest.mark.slow
 def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
     data_dir, output_root, _ = tiny_run
     sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
