@@ -65,3 +65,24 @@ def misclassified(probs, labels, ids, paths=None) -> pd.DataFrame:
         frame = frame.drop(columns="path")
     wrong = frame[true != predicted]
     return wrong.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def confident_examples(probs, labels, ids, paths, per_kind: int) -> pd.DataFrame:
+    """The `per_kind` most confident mistakes, then the `per_kind` most confident right answers (a sample to
+    explain, e.g. with Grad-CAM): the columns of `misclassified` plus `kind` ("mistake" or "right")."""
+    probs = np.asarray(probs, dtype=np.float64)
+    true, predicted = class_labels(labels), probs.argmax(axis=1)
+    frame = pd.DataFrame(
+        {
+            "Id": list(ids),
+            "path": list(paths),
+            "true": true,
+            "true name": [class_display_name(c) for c in true],
+            "predicted": predicted,
+            "predicted name": [class_display_name(c) for c in predicted],
+            "confidence": probs.max(axis=1),
+            "kind": np.where(true == predicted, "right", "mistake"),
+        }
+    ).sort_values("confidence", ascending=False, kind="stable")
+    picked = [frame[frame["kind"] == kind].head(per_kind) for kind in ("mistake", "right")]
+    return pd.concat(picked, ignore_index=True)

@@ -223,3 +223,16 @@ def load_trained(run_folder, weights_file: str = "best.weights.h5") -> keras.Mod
     )
     model.load_weights(folder / weights_file)
     return model
+
+
+def trained_image_size(run_folder) -> int:
+    """The image size a 03/04 run predicted at (its metrics.json `image_size`; a K-fold run's first fold's)."""
+    from pathlib import Path
+
+    from lib.runs import read_json
+
+    for folder in (Path(run_folder), Path(run_folder) / "fold_0"):
+        metrics = folder / "metrics.json"
+        if metrics.exists() and read_json(metrics).get("image_size"):
+            return int(read_json(metrics)["image_size"])
+    raise FileNotFoundError(f"No image_size in {run_folder}/metrics.json: run its notebook to the end first.")

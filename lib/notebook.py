@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib import data, paths
+from lib import data, figures, paths
 from lib import params as param_checks
 from lib.runs import RunRecord
 
@@ -56,11 +56,13 @@ def apply_profile_of_data(namespace: dict, params: dict, profiles_dir: Path | No
 def open_run(params: dict, *, resumable: bool = False, **recorded) -> tuple[dict, Path, RunRecord]:
     """Resolve and check the data folder, open runs/<profile>/<run_name>/ (or `run_dir`) and record the
     parameters with the data folder in use (and any `recorded` extras). A `resumable` run (03, 04) that finds
-    a run with other settings in its folder moves it aside first. Returns (params, data_dir, run)."""
+    a run with other settings in its folder moves it aside first. The figures drawn from then on are also
+    written into the run folder's figures/ (lib.figures). Returns (params, data_dir, run)."""
     data_dir = data.prepare_data_dir(paths.resolve_data_dir(params.get("data_dir")))
     params = {**params, "data_dir": str(data_dir)}
     run = RunRecord(params.get("run_dir") or paths.run_dir(params["profile"], params["run_name"]))
     run.start({**params, **recorded}, resumable=resumable)
+    figures.save_to(run.path("figures"))
     return params, data_dir, run
 
 

@@ -41,7 +41,8 @@ print(f"Presets available: {PRESETS}")
 # %%
 for preset in presets:
     images, titles = albumentations_samples(picks, preset, image_size, copies, seed)
-    plots.image_grid(images, titles, columns=copies + 1, title=f"albumentations: {preset}")
+    title = f"albumentations: {preset}"
+    plots.image_grid(images, titles, columns=copies + 1, title=title, name=f"albumentations_{preset}")
 
 # %% [markdown]
 # Compare each copy with the original in its row. `light` and `medium` flip, shift and rotate a little and
@@ -60,7 +61,7 @@ for preset in presets:
 # %%
 for preset in keras_presets:
     images, titles = keras_layer_samples(picks, preset, image_size, copies, seed)
-    plots.image_grid(images, titles, columns=copies + 1, title=f"Keras layers: {preset}")
+    plots.image_grid(images, titles, columns=copies + 1, title=f"Keras layers: {preset}", name=f"keras_layers_{preset}")
 
 # %% [markdown]
 # The Keras `medium` preset uses about the same ranges as albumentations `medium` (up to 15 degrees, 10% zoom

@@ -17,13 +17,18 @@
 # Everything is measured on the validation rows, the only labelled rows the models did not train on.
 
 # %%
+import keras
+import numpy as np
 import pandas as pd
 from IPython.display import display
 
 from lib import data, paths, plots
 from lib.calibration import temperature_table
-from lib.error_analysis import confused_pairs, misclassified, per_class_table
+from lib.error_analysis import confident_examples, confused_pairs, misclassified, per_class_table
+from lib.gradcam import heatmaps, overlay
+from lib.images import read_resized
 from lib.metrics import accuracy
+from lib.models import load_trained, trained_image_size
 from lib.notebook import collect_params, describe_data, open_run
 from lib.runs import load_probs, probs_matrix, write_csv
 
@@ -39,6 +44,8 @@ n_bins = 15  # equal-width confidence bins of the reliability diagram and the EC
 top_pairs = 10  # confused class pairs shown per model
 gallery_size = 16  # mistakes shown as photos
 gallery_image_size = 160
+gradcam_photos = 4  # Grad-CAM: the surest mistakes and as many sure right answers per model
+gradcam_image_size = 0  # 0: the size each model predicted at
 
 # %%
 params, data_dir, run = open_run(collect_params(globals(), _before))
@@ -120,9 +127,56 @@ plots.misclassified_gallery(final_mistakes, limit=gallery_size, image_size=galle
 
 # %% [markdown]
 # ## Where the network looked (Grad-CAM)
+# Grad-CAM weighs the feature maps of a model's last convolutional block by how much they raise the score of
+# a class, and draws the result over the photo: red where the evidence for that class was, blue where there
+# was none. Each model is rebuilt from its run folder with its best weights (nothing is downloaded) and
+# explains its own predicted class on its surest mistakes and its surest right answers, at the image size it
+# predicted at. Then, for the ensemble's surest mistakes, each model shows where it saw the class the
+# ensemble wrongly chose.
 
 # %%
-# TODO(integrator): Grad-CAM of the most confident mistakes above (lib/gradcam.py).
+ensemble_sample = final_mistakes.head(gradcam_photos) if ensemble else final_mistakes.iloc[:0]
+explained = {}
+for name in models:
+    folder = paths.find_run_dir(profile, name)
+    model, size = load_trained(folder), gradcam_image_size or trained_image_size(folder)
+    sample = confident_examples(val_probs[name], labels, reference["Id"], photo_paths, gradcam_photos)
+    photos = np.stack([read_resized(path, size) for path in sample["path"]])
+    maps = heatmaps(model, photos)  # each photo's predicted class
+    titles = [f"{kind}: {true}\npred: {pred} ({conf:.2f})" for kind, true, pred, conf in
+              zip(sample["kind"], sample["true name"], sample["predicted name"], sample["confidence"])]
+    shown = [image for photo, cam in zip(photos, maps) for image in (photo, overlay(photo, cam))]
+    plots.image_grid(shown, [t for title in titles for t in (title, "Grad-CAM")], columns=4, size=2.6,
+                     title=f"{name}: where it looked ({size} px)", name=f"gradcam_{name}")
+    if len(ensemble_sample):
+        ensemble_photos = np.stack([read_resized(path, size) for path in ensemble_sample["path"]])
+        ensemble_maps = heatmaps(model, ensemble_photos, class_indices=ensemble_sample["predicted"].tolist())
+        explained[name] = [overlay(photo, cam) for photo, cam in zip(ensemble_photos, ensemble_maps)]
+    del model
+    keras.backend.clear_session()  # one model in memory at a time
+
+# %% [markdown]
+# Two photos per row: the photo with its true class, the predicted one and its confidence, then the heatmap.
+# Right answers should light up the car itself (grille, lights, body line); a mistake that lights up the
+# background, a watermark or a second car explains itself. A model at chance (tiny, B7 on the demo) has no
+# evidence worth drawing: its maps are noise or blank.
+
+# %%
+if explained:
+    rows = []
+    for i, (_, mistake) in enumerate(ensemble_sample.iterrows()):
+        rows.append((read_resized(mistake["path"], gallery_image_size),
+                     f"true: {mistake['true name']}\nensemble: {mistake['predicted name']}"))
+        rows += [(explained[name][i], f"{name}: where it saw\n{mistake['predicted name']}") for name in explained]
+    plots.image_grid([image for image, _ in rows], [title for _, title in rows], columns=1 + len(explained),
+                     size=2.6, title="Ensemble: its surest mistakes, as each model saw them", name="gradcam_ensemble")
+else:
+    print("The ensemble made no mistakes on the validation rows: nothing to explain.")
+
+# %% [markdown]
+# One row per ensemble mistake: the photo, then each model's heatmap for the class the ensemble chose. When
+# both models light up the same misleading region, more data or a higher resolution for that pair of classes
+# is the remedy; when only one does, the blend weights decide, and 05's weights are worth a look.
 
 # %% [markdown]
 # ## Calibration: reliability and temperature scaling

@@ -61,3 +61,18 @@ def test_misclassified_rows_most_confident_first():
     assert "path" not in without_paths and len(without_paths) == 3
     perfect = misclassified(np.eye(NUM_CLASSES)[LABELS], LABELS, ids)
     assert isinstance(perfect, pd.DataFrame) and perfect.empty
+
+
+def test_confident_examples_takes_the_surest_mistakes_then_the_surest_right_answers():
+    from lib.error_analysis import confident_examples
+
+    probs = np.array(
+        [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3], [0.99, 0.01]],
+        dtype=float,
+    )
+    probs = np.pad(probs, ((0, 0), (0, 8)))
+    labels = [1, 1, 1, 0, 0, 0]  # rows 0, 1 and 3 are mistakes
+    picked = confident_examples(probs, labels, ids=list("abcdef"), paths=[f"{i}.jpg" for i in "abcdef"], per_kind=2)
+    assert picked["Id"].tolist() == ["a", "b", "f", "c"]
+    assert picked["kind"].tolist() == ["mistake", "mistake", "right", "right"]
+    assert picked.loc[0, "true name"] == class_display_name(1)

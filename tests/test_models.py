@@ -115,3 +115,15 @@ def test_load_trained_rebuilds_a_run_model_with_its_best_weights(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="make 03_xception"):
         load_trained(tmp_path / "nothing")
+
+
+def test_trained_image_size_reads_the_run_or_its_first_fold(tmp_path):
+    from lib.models import trained_image_size
+    from lib.runs import write_json
+
+    write_json(tmp_path / "holdout" / "metrics.json", {"image_size": 96})
+    write_json(tmp_path / "kfold" / "fold_0" / "metrics.json", {"image_size": 72})
+    assert trained_image_size(tmp_path / "holdout") == 96
+    assert trained_image_size(tmp_path / "kfold") == 72
+    with pytest.raises(FileNotFoundError, match="image_size"):
+        trained_image_size(tmp_path / "none")
