@@ -22,7 +22,7 @@ SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
 # Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \
 	tests/test_schedules.py tests/test_lr_find.py tests/test_ensemble.py tests/test_metrics.py \
-	tests/test_predict.py tests/test_resume.py tests/test_distributed.py tests/test_gradcam.py
+	tests/test_predict.py tests/test_resume.py tests/test_distributed.py tests/test_gradcam.py tests/test_calibration.py
 
 # lib on the oldest versions it claims for Kaggle's image (requirements-kaggle.txt; unverified against it), Python
 # 3.12: the tiny training (K-fold, budget-stopped, two replicas), TTA, the 05 blend on the K-fold runs' outputs,
@@ -30,7 +30,7 @@ JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.
 PYTHON312 ?= python3.12
 KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_images.py tests/test_augment.py \
 	tests/test_pipeline.py tests/test_models.py tests/test_schedules.py tests/test_lr_find.py tests/test_predict.py \
-	tests/test_ensemble.py tests/test_metrics.py tests/test_submission.py tests/test_experiment.py \
+	tests/test_ensemble.py tests/test_calibration.py tests/test_metrics.py tests/test_submission.py tests/test_experiment.py \
 	tests/test_train.py::test_budget_ends_training_and_is_recorded \
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
