@@ -14,7 +14,14 @@ from lib import paths
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import kaggle_env, run_module
 
-NOTEBOOKS = ["01_eda", "02_augmentation_preview", "03_xception", "04_efficientnetb7", "05_ensemble"]
+NOTEBOOKS = [
+    "01_eda",
+    "02_augmentation_preview",
+    "03_xception",
+    "04_efficientnetb7",
+    "05_ensemble",
+    "06_error_analysis",
+]
 
 
 def make(*args, output_root, timeout=1500):
@@ -78,6 +85,40 @@ def test_run_all_ends_with_a_report_that_opens_in_a_browser(tiny_run):
         assert table[name][2:4] == [f"{metrics['val_accuracy_no_tta']:.4f}", f"{metrics['val_accuracy']:.4f}"]
         assert table[name][6] == ("yes" if metrics["stopped_by_budget"] else "no")
     assert len(seen["pages"]) == len(NOTEBOOKS) and seen["images"] > 0
+
+
+@pytest.mark.slow
+def test_run_all_analyses_errors_and_duplicates_and_keeps_every_figure_as_a_file(tiny_run):
+    """01 finds the demo's planted near-duplicates; 06 writes its tables and its Grad-CAM, calibration and
+    mistake figures; every notebook's figures are PNGs in its run folder under their stable names."""
+    import pandas as pd
+
+    data_dir, output_root, _ = tiny_run
+    runs = output_root / "runs" / "tiny"
+    planted = pd.read_csv(data_dir / "duplicates_planted.csv")
+    found = pd.read_csv(runs / "01_eda" / "duplicates.csv")
+    assert len(planted) > 0
+    pair = lambda frame: set(zip(frame["kind"], frame["id_a"].astype(str), frame["id_b"].astype(str)))  # noqa: E731
+    assert pair(planted) <= pair(found) | {(k, b, a) for k, a, b in pair(found)}
+    for table in ("per_class.csv", "confused_pairs.csv", "misclassified.csv", "calibration.csv"):
+        assert len(pd.read_csv(runs / "06_error_analysis" / table)) > 0, table
+    expected = {
+        "01_eda": {"class_balance", "image_sizes", "sample_grid", "duplicate_pairs"},
+        "03_xception": {"lr_schedule", "history", "confusion"},
+        "04_efficientnetb7": {"lr_schedule", "history", "confusion"},
+        "05_ensemble": {"confusion"},
+        "06_error_analysis": {
+            "confused_pairs",
+            "misclassified_gallery",
+            "reliability_diagram",
+            "gradcam_03_xception",
+            "gradcam_04_efficientnetb7",
+            "gradcam_ensemble",
+        },
+    }
+    for name, figures in expected.items():
+        written = {p.stem for p in (runs / name / "figures").glob("*.png")}
+        assert figures <= written, (name, figures - written)
 
 
 @pytest.mark.slow

@@ -14,7 +14,14 @@ from lib import params as P
 from lib.notebook import collect_params
 from lib.paths import PROJECT_ROOT
 
-NOTEBOOKS = ["01_eda", "02_augmentation_preview", "03_xception", "04_efficientnetb7", "05_ensemble"]
+NOTEBOOKS = [
+    "01_eda",
+    "02_augmentation_preview",
+    "03_xception",
+    "04_efficientnetb7",
+    "05_ensemble",
+    "06_error_analysis",
+]
 PROFILES = ["demo", "full", "tiny"]
 XCEPTION = PROJECT_ROOT / "notebooks" / "03_xception.py"
 
