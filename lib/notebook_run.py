@@ -28,6 +28,7 @@ NOISE = re.compile("|".join(f"(?:{pattern})" for pattern in NOISE_PATTERNS.value
 PYTHON_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")  # the next line, indented, echoes the source line
 EPOCH_HEADER = re.compile(r"^Epoch \d+/\d+$")  # Keras verbose=2: this line, then one summary line per epoch
 EPOCH_SUMMARY = re.compile(r"^\d+/\d+ - ")
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")  # the colours of a kernel's traceback
 WRITTEN_LINE = re.compile(r"written|saved|wrote", re.IGNORECASE)
 PATH_TOKEN = re.compile(r"(/?[\w.+-]+(?:/[\w.+-]+)*\.(?:csv|json|ipynb|keras|weights\.h5|h5|npz|npy|png|html|zip))")
 
@@ -165,6 +166,9 @@ def execute(notebook: Path, output: Path, parameters: dict, cwd: str | None, log
                 progress_bar=bar,
                 **sinks,
             )
+        except papermill.PapermillExecutionError as error:  # papermill logs no error output: the log gets it here
+            log.write(ANSI_CODE.sub("", str(error)) + "\n")
+            raise
         finally:
             for line in lines.finish():
                 show(line)
