@@ -10,6 +10,7 @@ GPU ?=
 DATA_DIR ?=
 PROFILE ?=
 VIRTUAL_DEVICES ?=
+VERBOSE ?=
 
 
 NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble 06_error_analysis
@@ -43,6 +44,7 @@ help: ## List the targets
 		| awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-26s%s %s\n", on, $$1, off, $$2}'
 	@echo "  Variables: DATA_DIR=<folder in the competition layout>  PROFILE=demo|full|tiny  GPU=1  FORCE=1 (rerun)  FILE=  MSG="
 	@echo "             PYTHON=python3.11 (the Python that creates .venv)  PYTHON312= (the oldest-Kaggle test job)"
+	@echo "             VERBOSE=1 (papermill's full cell log; otherwise it is in runs/<profile>/<notebook>/<notebook>.log)"
 	@echo "             VIRTUAL_DEVICES=N (split the CPU into N devices to try distribution)  ACCELERATOR=gpu|tpu|none (Kaggle)"
 	@echo "             Kaggle: SUBMIT=1  WEIGHTS=1 (fetch weights too)  TIMEOUT=13h  POLL=60  WEIGHTS_DATASET=owner/slug|none"
 
@@ -89,6 +91,8 @@ stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(
 # One notebook headless into its run folder (lib.params run): its profile and -p values are checked against its
 # parameters cell first (no kernel starts on a misspelt name or value); papermill then executes it. A failure keeps
 # the last good executed notebook and writes the failed one beside it as <name>.failed.ipynb, named in the error.
+# The terminal gets a cell bar, the lines worth reading and one result line; all the kernel printed goes to
+# <name>.log in the run folder (VERBOSE=1: papermill's full cell log on the terminal too).
 define run_notebook
 	@mkdir -p $(RUNS)/$(PROF)/$(1)
 	@if [ -z "$(FORCE)" ] && $(call stamp,$(1),check); then \
@@ -97,7 +101,7 @@ define run_notebook
 		echo "== $(1): profile $(PROF), data $(DATA) =="; \
 		$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m lib.params run notebooks/$(1).ipynb \
 			$(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -f profiles/$(PROF)/$(1).yaml \
-			-p data_dir "$(DATA)" -p profile $(PROF) || exit 1; \
+			-p data_dir "$(DATA)" -p profile $(PROF) $(if $(VERBOSE),--verbose) || exit 1; \
 		$(call stamp,$(1),mark); \
 	fi
 endef

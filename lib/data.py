@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -213,7 +214,10 @@ def _check_images(files: list[str], workers: int = 8) -> list[str | None]:
 
     if not files:
         return []
-    from tqdm.auto import tqdm
+    if importlib.util.find_spec("ipywidgets"):  # tqdm.auto's widget; without ipywidgets it warns
+        from tqdm.auto import tqdm
+    else:  # and falls back to this text bar anyway (TqdmWarning: IProgress not found)
+        from tqdm import tqdm
 
     with ThreadPoolExecutor(workers) as pool:
         return list(

@@ -6,9 +6,9 @@ import argparse
 import ast
 import difflib
 import importlib
-import logging
 import os
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -177,25 +177,28 @@ def check_injected(history: list[str], params: dict) -> None:
     check_values(params, "parameters")
 
 
-def run(notebook: Path, output: Path, profile: Path | None, pairs: list[list[str]], cwd: str | None) -> None:
-    """Check, then execute with papermill into `output`. A failed run leaves the last good `output` in place and
-    writes its executed copy to <name>.failed.ipynb beside it; a successful one removes that stale copy."""
-    import papermill
+def run(
+    notebook: Path,
+    output: Path,
+    profile: Path | None,
+    pairs: list[list[str]],
+    cwd: str | None,
+    verbose: bool = False,
+) -> None:
+    """Check, then execute with papermill into `output` (lib.notebook_run: a cell bar and the lines worth reading
+    on the terminal, everything the kernel printed in <name>.log beside `output`; `verbose`: papermill's full cell
+    log), then print one result line. A failed run leaves the last good `output` in place and writes its executed
+    copy to <name>.failed.ipynb beside it; a successful one removes that stale copy."""
+    from lib import notebook_run
+    from lib.paths import PROJECT_ROOT
 
     parameters = check(notebook, profile, pairs)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # as papermill's command line: cell output shows
     output.parent.mkdir(parents=True, exist_ok=True)
     partial, failed = output.with_suffix(".partial.ipynb"), output.with_suffix(".failed.ipynb")
+    log = output.with_suffix(".log")
+    started = time.time()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(partial),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=cwd,
-            log_output=True,
-            progress_bar=False,
-        )
+        shown = notebook_run.execute(notebook, partial, parameters, cwd, log, verbose)
     except BaseException as error:  # the kernel's error, a timeout or Ctrl-C: keep the last good run either way
         copy = "nothing ran"
         if partial.exists():
@@ -203,9 +206,12 @@ def run(notebook: Path, output: Path, profile: Path | None, pairs: list[list[str
             copy = f"The executed copy with the traceback: {failed}"
         reason = f"{error.ename}: {str(error.evalue).strip()}" if hasattr(error, "ename") else f"{error!r}"
         kept = f"; the last good run stays at {output}" if output.exists() else ""
-        raise NotebookFailed(f"notebook {notebook.stem} failed ({reason.splitlines()[0]}). {copy}{kept}") from None
+        raise NotebookFailed(
+            f"notebook {notebook.stem} failed ({reason.splitlines()[0]}). {copy}{kept}; all it printed: {log}"
+        ) from None
     os.replace(partial, output)
     failed.unlink(missing_ok=True)
+    print(notebook_run.summary(notebook.stem, started, shown, output.parent, PROJECT_ROOT), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("output", type=Path, help="the executed notebook to write")
     run_cmd.add_argument("-f", "--profile", type=Path, help="profiles/<profile>/NN.yaml")
     run_cmd.add_argument("--cwd", help="the kernel's working folder")
+    run_cmd.add_argument("--verbose", action="store_true", help="papermill's full cell log on the terminal")
     for sub in (check_cmd, run_cmd):
         sub.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), dest="pairs")
     args = parser.parse_args(argv)
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             check(args.notebook, args.profile, args.pairs)
         else:
-            run(args.notebook, args.output, args.profile, args.pairs, args.cwd)
+            run(args.notebook, args.output, args.profile, args.pairs, args.cwd, args.verbose)
     except (ParamError, NotebookFailed, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

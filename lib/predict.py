@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import cv2
@@ -111,7 +112,10 @@ def predict_probs(
     Runs through `model.predict`, so a distribution strategy splits every batch across its replicas
     (`predict_on_batch` under tf.distribute gives each replica the whole batch).
     """
-    from tqdm.auto import tqdm
+    if importlib.util.find_spec("ipywidgets"):  # tqdm.auto's widget; without ipywidgets it warns
+        from tqdm.auto import tqdm
+    else:  # and falls back to this text bar anyway (TqdmWarning: IProgress not found)
+        from tqdm import tqdm
 
     plan = tta_plan(list(tta), passes)
     if len(sequence) == 0:

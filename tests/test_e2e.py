@@ -152,6 +152,24 @@ def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
 
 
 @pytest.mark.slow
+def test_run_all_prints_a_short_transcript_and_logs_the_rest(tiny_run):
+    """The whole series in a few dozen lines (it was ~300 on this profile): headers, stages, epochs, files written,
+    one result line per notebook; no cell markers, C++ logs, kernel or tqdm warnings, figure reprs."""
+    from lib.notebook_run import NOISE
+
+    _, output_root, done = tiny_run
+    transcript = (done.stdout + done.stderr).splitlines()
+    assert len(transcript) <= 60, "\n".join(transcript)
+    noisy = [line for line in transcript if NOISE.search(line) or "Executing Cell" in line or "Ending Cell" in line]
+    assert noisy == [] and "\r" not in done.stdout
+    for name in NOTEBOOKS:
+        assert sum(line.startswith(f"{name}: done in ") for line in transcript) == 1, name
+        assert "Executing Cell" in (output_root / "runs" / "tiny" / name / f"{name}.log").read_text()
+    xception = next(line for line in transcript if line.startswith("03_xception: done in "))
+    assert "val accuracy" in xception and "wrote " in xception and "xception.csv" in xception
+
+
+@pytest.mark.slow
 def test_a_second_clean_run_gives_the_same_bytes(tiny_run, tmp_path):
     """Bit-for-bit reruns on CPU: 03 run again from scratch in another output folder."""
     data_dir, output_root, _ = tiny_run

@@ -3,13 +3,17 @@ good executed notebook."""
 
 import importlib
 import logging
+import os
+import re
 import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
 import yaml
 
+from lib import notebook_run as R
 from lib import params as P
 from lib.notebook import collect_params
 from lib.paths import PROJECT_ROOT
@@ -187,6 +191,8 @@ def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: notebook tiny failed (AssertionError: told to fail)")
     assert f"The executed copy with the traceback: {failed}; the last good run stays at {output}" in last
+    assert last.endswith(f"; all it printed: {output.with_suffix('.log')}")
+    assert "told to fail" in output.with_suffix(".log").read_text(), "the log keeps what the kernel printed"
     assert output.read_text() == good
     assert "told to fail" in failed.read_text()
 
@@ -238,3 +244,143 @@ def test_inside_the_kernel_an_injected_unknown_name_stops_the_notebook(tmp_path)
         papermill.execute_notebook(str(notebook), str(tmp_path / "bad.ipynb"), parameters={"fial": True})
     assert raised.value.ename == "ParamError"
     assert "injected parameters: unknown parameter 'fial'; did you mean 'fail'?" in raised.value.evalue
+
+
+# One line of each kind the terminal leaves out (seen in `make run-all` transcripts), by NOISE_PATTERNS key.
+NOISE_EXAMPLES = {
+    "blank line": "   ",
+    "text progress bar": "\rChecking images:  40%|████      | 200/500 [00:01<00:01, 190.2img/s]",
+    "tqdm widget warning": "/x/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. "
+    "Please update jupyter and ipywidgets.",
+    "absl C++ log line": "W0000 00:00:1764337000.123456   42 cpu_feature_guard.cc:210] This TensorFlow binary is "
+    "optimized to use available CPU instructions in performance-critical operations.",
+    "TensorFlow C++ log line": "2026-11-28 06:20:01.123456: I tensorflow/core/util/port.cc:153] oneDNN custom "
+    "operations are on.",
+    "absl start-up notice": "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "CPU instruction notice": "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+    "TensorFlow with the appropriate compiler flags.",
+    "kernel transport warning": "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.",
+    "figure repr": "<Figure size 1400x350 with 3 Axes>",
+}
+ACTIONABLE = [
+    "Time budget: the next epoch (~88 s) would pass the deadline; stopping.",
+    "Stage 1/2 (small): trainable='all', 21,074,610 trainable parameters, 72px, batch 16, 7 epoch(s)",
+    "Submission written: /work/submissions/xception.csv (100 rows)",
+    "/work/lib/train.py:88: UserWarning: batch 64 does not divide 320 rows",
+]
+
+
+def test_every_noise_pattern_has_an_example():
+    assert set(NOISE_EXAMPLES) == set(R.NOISE_PATTERNS)
+
+
+@pytest.mark.parametrize("kind", NOISE_EXAMPLES)
+def test_the_terminal_drops_each_kind_of_noise(kind):
+    lines = R.KernelLines()
+    assert lines.feed(NOISE_EXAMPLES[kind] + "\n", "stderr") + lines.finish() == []
+
+
+def test_the_terminal_keeps_the_lines_a_user_acts_on():
+    lines = R.KernelLines()
+    text = "".join(f"{line}\n" for line in ACTIONABLE) + '  warnings.warn("batch 64 does not divide")\n'
+    # papermill hands over whatever each stream message held: lines arrive cut anywhere
+    shown = [line for piece in (text[:30], text[30:101], text[101:]) for line in lines.feed(piece, "stderr")]
+    assert shown + lines.finish() == ACTIONABLE, "a warning's source echo is left out, its message kept"
+
+
+def test_a_keras_epoch_header_joins_its_summary_line():
+    lines = R.KernelLines()
+    shown = lines.feed("Epoch 1/7\n\n")
+    shown += lines.feed("Time budget: the next epoch (~88 s) would pass the deadline; stopping.\n")
+    shown += lines.feed("20/20 - 76s - 4s/step - accuracy: 0.4125 - val_accuracy: 0.1000\nEpoch 2/7\n")
+    assert shown + lines.finish() == [
+        "Time budget: the next epoch (~88 s) would pass the deadline; stopping.",
+        "Epoch 1/7 20/20 - 76s - 4s/step - accuracy: 0.4125 - val_accuracy: 0.1000",
+        "Epoch 2/7",
+    ]
+
+
+def test_the_result_line():
+    metrics = {"val_accuracy_no_tta": 0.9312, "val_accuracy": 0.9519}
+    line = R.result_line("03_xception", 252.4, metrics, ["submissions/xception.csv"])
+    assert line == "03_xception: done in 4m12s · val accuracy 0.931 (TTA 0.952) · wrote submissions/xception.csv"
+    line = R.result_line("05_ensemble", 41, {"val_accuracy": 0.9375, "stopped_by_budget": False}, [])
+    assert line == "05_ensemble: done in 41s · val accuracy 0.938"
+    assert R.result_line("01_eda", 3725, {"stopped_by_budget": True}, []) == (
+        "01_eda: done in 1h02m · stopped by the time budget (rerun to resume)"
+    )
+
+
+def test_written_files_are_the_named_ones_this_run_changed(tmp_path):
+    old, new = tmp_path / "old.csv", tmp_path / "sub" / "new.csv"
+    old.write_text("x")
+    os.utime(old, (0, 0))
+    new.parent.mkdir()
+    new.write_text("x")
+    lines = [f"Submission written: {new} (1 rows); pseudo-labels saved in {old}", f"Read {new}"]
+    assert R.written_files(lines, time.time() - 5, tmp_path) == ["sub/new.csv"]
+
+
+NOISY_NOTEBOOK = """\
+# ---
+# jupyter:
+#   kernelspec:
+#     name: python3
+#     display_name: Python 3
+#     language: python
+# ---
+
+# %% tags=["parameters"]
+fail = False
+
+# %%
+import os
+import sys
+import warnings
+
+os.write(2, b"W0000 00:00:1764337000.123456   42 cpu_feature_guard.cc:210] C++ straight to fd 2\\n")
+print("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR", file=sys.stderr)
+print("Epoch 1/1")
+print("3/3 - 2s - 700ms/step - accuracy: 0.5000")
+warnings.warn("the lib says act")
+
+# %%
+import matplotlib.pyplot as plt
+
+plt.plot([1, 2])
+plt.show()
+"a value's repr"
+
+# %%
+with open("written.csv", "w") as f:
+    f.write("a\\n")
+print(f"Submission written: {os.path.abspath('written.csv')} (1 rows)")
+"""
+
+
+def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
+    pytest.importorskip("papermill")
+    jupytext = pytest.importorskip("jupytext")
+    notebook = tmp_path / "noisy.ipynb"
+    nbformat.write(jupytext.reads(NOISY_NOTEBOOK, fmt="py:percent"), notebook)
+    output = tmp_path / "runs" / "noisy.ipynb"
+
+    done = params_cli("run", notebook, output, "--cwd", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", "the kernel's own stderr (C++ logs, start-up warnings) goes to the log"
+    shown = done.stdout.splitlines()
+    assert shown[:2] == ["Epoch 1/1 3/3 - 2s - 700ms/step - accuracy: 0.5000", shown[1]]
+    assert shown[1].endswith("UserWarning: the lib says act")
+    assert shown[2] == f"Submission written: {tmp_path / 'written.csv'} (1 rows)"
+    assert re.fullmatch(rf"noisy: done in \d+s · wrote {tmp_path / 'written.csv'}", shown[3]) and len(shown) == 4
+    assert "\r" not in done.stdout, "no progress bar redraws off a terminal"
+
+    log = output.with_suffix(".log").read_text()
+    for kept in ["C++ straight to fd 2", "absl::InitializeLog", "Executing Cell 2", "<Figure size", "a value's repr"]:
+        assert kept in log
+    assert "C++ straight to fd 2" in str(nbformat.read(output, as_version=4).cells), "the notebook holds it too"
+
+    verbose = params_cli("run", notebook, output, "--cwd", tmp_path, "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    for marker in ["Executing Cell 1", "Ending Cell 3", "Epoch 1/1\n", "<Figure size", "noisy: done in"]:
+        assert marker in verbose.stdout + verbose.stderr
