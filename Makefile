@@ -138,7 +138,7 @@ report: | venv ## HTML report of a profile's runs (PROFILE=): reports/<profile>/
 # Its server options live in jupyter_server_config.py at the repo root, which JUPYTER_CONFIG_PATH adds to the files
 # Jupyter reads (after the user's own ~/.jupyter); tests/test_lab.py starts a headless server the same way.
 lab: $(VENV)/.lab-installed ## JupyterLab on the project's environment; notebooks/*.py open as notebooks
-	JUPYTER_CONFIG_PATH=$(CURDIR) $(VENV)/bin/jupyter lab
+	JUPYTER_CONFIG_PATH=$(CURDIR) $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)  # root: containers, Kaggle-like images
 
 $(VENV)/.lab-installed: requirements-lab.txt | venv
 	$(PY) -m pip install -q -r requirements-lab.txt
