@@ -190,7 +190,15 @@ bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipe
 bench-duplicates: | venv ## Duplicate scan on generated real-size photos (15,561 + 6,675 640x480 JPEGs; PHOTOS=N fewer)
 	$(PY) bench/duplicates.py $(if $(PHOTOS),--photos $(PHOTOS))
 
-clean: ## Remove runs, submissions, built notebooks and the generated demo data (keeps real data and .venv)
-	rm -rf runs submissions build notebooks/*.ipynb data/demo data/demo.partial
+clean: ## Remove runs, reports, submissions, built notebooks and the generated demo data (keeps real data and .venv); says how much it freed
+	@shopt -s nullglob; found=(); labels=(); \
+	for dir in runs reports submissions build data/demo data/demo.partial; do \
+		[[ -e $$dir ]] && found+=("$$dir") && labels+=("$$dir/"); done; \
+	built=(notebooks/*.ipynb); (( $${#built[@]} )) && found+=("$${built[@]}") && labels+=("notebooks/*.ipynb"); \
+	kib=$$( (( $${#found[@]} )) && du -sk "$${found[@]}" | awk '{s += $$1} END {print s}' || echo 0); \
+	rm -rf "$${found[@]}"; \
+	awk -v kib="$$kib" -v what="$${labels[*]}" 'BEGIN { b = kib * 1024; gsub(/ /, ", ", what); \
+		size = b >= 1e9 ? sprintf("%.1f GB", b / 1e9) : sprintf("%.0f MB", b / 1e6); \
+		print what == "" ? "Nothing to remove." : "Freed " size " (" what ")" }'
 
 include kaggle.mk

@@ -54,14 +54,17 @@ def parse_stages(stages: list[dict]) -> list[Stage]:
 class TimeBudget(keras.callbacks.Callback):
     """Stop cleanly when the next epoch, estimated from the epochs seen so far, would end past `deadline`.
 
-    The first epoch includes graph tracing, so once later epochs exist the estimate uses those.
+    The first epoch includes graph tracing, so once later epochs exist the estimate uses those. After the fit's
+    last epoch there is nothing to stop: the stage ends finished, and `out_of_time` tells train_stages not to
+    start the next one.
     """
 
     def __init__(self, deadline: float | None, clock=time.time):
         super().__init__()
         self.deadline, self.clock = deadline, clock
         self.durations: list[float] = []
-        self.stopped = False
+        self.stopped = False  # stopped the fit before its last epoch: the stage is unfinished
+        self.out_of_time = False  # another epoch would pass the deadline
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = self.clock()
@@ -72,6 +75,9 @@ class TimeBudget(keras.callbacks.Callback):
             return
         recent = self.durations[1:] or self.durations
         if self.clock() + float(np.median(recent)) > self.deadline:
+            self.out_of_time = True
+            if epoch + 1 >= (self.params or {}).get("epochs", float("inf")):
+                return  # the stage's last epoch: it is finished, so no backup kept and nothing to resume
             self.stopped = True
             self.model.stop_training = True
             print(f"Time budget: the next epoch (~{np.median(recent):.0f} s) would pass the deadline; stopping.")
@@ -97,12 +103,33 @@ class EpochInfo(keras.callbacks.Callback):
         )
 
 
+# Keras 3's save_weights also writes the compiled optimizer's variables (Adam: two per weight, so the file
+# triples). `objects_to_skip` leaves them out: a keyword that the public keras.saving.save_weights and
+# Model.load_weights pass on to keras.src.saving.saving_lib (Keras 3.10 to 3.15) but do not document. Both uses
+# are here; tests/test_resume.py::test_checkpoints_hold_the_weights_without_the_optimizer fails if it stops working.
+def save_weights_without_optimizer(model: keras.Model, path: Path) -> None:
+    """The model's weights alone, without its optimizer's state (that lives only in a stage's resume backup)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        model.save_weights(path)  # not compiled: nothing to leave out
+    else:
+        keras.saving.save_weights(model, path, objects_to_skip=[optimizer])
+
+
+def load_weights_without_optimizer(model: keras.Model, path: Path) -> None:
+    """Load weights into `model` and leave its optimizer as it is, without Keras's "Skipping variable loading for
+    optimizer" warning (the file may or may not hold an optimizer's state)."""
+    optimizer = getattr(model, "optimizer", None)
+    model.load_weights(path, objects_to_skip=None if optimizer is None else [optimizer])
+
+
 def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    """save_weights to a temp file, then rename: a full disk or a kill never breaks the previous file."""
+    """The model's weights (no optimizer state) to a temp file, then rename: a full disk or a kill never breaks
+    the previous file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
     try:
-        model.save_weights(tmp)
+        save_weights_without_optimizer(model, tmp)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -133,9 +160,10 @@ class BestWeights(keras.callbacks.Callback):
 
 
 class StageBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore with two generations of backups; a backup broken by a kill mid-write (and no older
-    one to fall back on) restarts the stage instead of stopping the run. When `budget` stopped the stage, the
-    backup is kept, so the next run (a new session, a larger budget) carries on with the next epoch."""
+    """BackupAndRestore with two generations of backups (weights and optimizer state each); a backup broken by a
+    kill mid-write (and no older one to fall back on) restarts the stage instead of stopping the run. A finished
+    stage's backup is deleted. When `budget` stopped the stage, the latest backup is kept, so the next run (a new
+    session, a larger budget) carries on with the next epoch."""
 
     def __init__(self, backup_dir, budget: TimeBudget | None = None):
         super().__init__(backup_dir, double_checkpoint=True)
@@ -143,7 +171,11 @@ class StageBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         if self.budget is not None and self.budget.stopped:
-            return  # unfinished: keep the backup to resume from
+            # Unfinished: keep the backup to resume from. A clean stop wrote it whole, so the older generation
+            # (kept against a kill mid-write) is only disk: drop it.
+            for path in (self._prev_weights_path, self._prev_training_metadata_path):
+                Path(path).unlink(missing_ok=True)
+            return
         super().on_train_end(logs)
 
     def on_train_begin(self, logs=None):
@@ -225,12 +257,23 @@ class TrainResult:
 
 
 def finished_stages(run: RunRecord, n_stages: int) -> int:
-    """How many stages, counted from the first, `run` holds as finished: a stage_<k>.json marker each, and the
-    weights the last one ended with (markers without them leave nothing to resume from, so 0)."""
+    """How many stages, counted from the first, `run` holds as finished: a stage_<k>.json marker each, and weights
+    to carry on from (markers without them leave nothing to resume from, so 0): last_stage.weights.h5, the weights
+    the last finished stage ended with, or best.weights.h5, all that is kept once a run's final stage finished."""
     finished = 0
     while finished < n_stages and run.path(f"stage_{finished + 1}.json").exists():
         finished += 1
-    return finished if run.path("last_stage.weights.h5").exists() else 0
+    return finished if carry_on_weights(run) else 0
+
+
+def carry_on_weights(run: RunRecord) -> Path | None:
+    """The weights the next stage starts from: the end of the last finished stage, or once the final stage of
+    the run's plan has finished (its end is not kept: best.weights.h5 is what a rerun loads), the best weights.
+    A stage appended to a finished run's `stages` therefore starts from the best weights."""
+    for name in ("last_stage.weights.h5", "best.weights.h5"):
+        if run.path(name).exists():
+            return run.path(name)
+    return None
 
 
 def read_history(run: RunRecord) -> pd.DataFrame:
@@ -431,11 +474,13 @@ def train_stages(
 ) -> TrainResult:
     """Train `model` through `stages`, resuming from what `run` already holds.
 
-    A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5)
-    reloaded; an interrupted stage resumes from its last epoch (BackupAndRestore), with the same input order,
-    augmentation, dropout masks and early-stopping counters the uninterrupted run would have had. The same
-    weights carry from stage to stage; the model accepts any image size, so progressive resizing only changes
-    the input pipeline. Ends with the best weights loaded.
+    A finished stage (stage_<k>.json) is skipped and the weights the last one ended with (last_stage.weights.h5,
+    not kept after the final stage: see `carry_on_weights`) reloaded; an interrupted stage resumes from its last
+    epoch (BackupAndRestore), with the same input order, augmentation, dropout masks and early-stopping counters
+    the uninterrupted run would have had. The same weights carry from stage to stage; the model accepts any
+    image size, so progressive resizing only changes the input pipeline. Ends with the best weights loaded.
+    best.weights.h5 and last_stage.weights.h5 hold the weights alone; the optimizer's state is only in the
+    backup of the stage in progress, which goes when it ends.
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline; it gets the
     global batch (the per-replica batch_size x settings.replicas). Build and compile happen in the default
     distribution's scope (lib.distribute.apply_distribution), so every stage's recompile is in it too.
@@ -459,7 +504,10 @@ def train_stages(
     finished = finished_stages(run, len(plan))
     last_weights = run.path("last_stage.weights.h5")
     if finished:
-        model.load_weights(last_weights)
+        start = carry_on_weights(run)
+        if finished < len(plan) and start != last_weights:
+            print(f"Stage {finished + 1} starts from the best weights of stages 1-{finished} ({start.name}).")
+        load_weights_without_optimizer(model, start)
     for stage_plan in plan:
         index, stage = stage_plan.index, stage_plan.stage
         done_path = run.path(f"stage_{index + 1}.json")
@@ -539,11 +587,12 @@ def train_stages(
                 raise MemoryError(message) from err
             raise
         best = checkpoint.best
+        final = index == len(plan) - 1
         if budget.stopped:
             # Not finished: no marker, and last_stage.weights.h5 keeps the previous stage's end. The next run
             # resumes this stage from its backup.
             print(f"Stage {index + 1} ({stage.name}) stopped by the time budget; rerun to carry on from its backup.")
-        else:
+        elif not final:  # the next stage starts from here; after the final one only the best weights count
             save_weights_atomic(model, last_weights)
         record = {
             "stage": index + 1,
@@ -565,11 +614,17 @@ def train_stages(
         records.append(record)
         if not budget.stopped:
             write_json(done_path, record)
+            if final:  # after the marker, so a kill in between still leaves the previous stage's end to redo from
+                last_weights.unlink(missing_ok=True)
+            elif budget.out_of_time:
+                print(f"Time budget: an epoch of stage {index + 2} would pass the deadline; rerun to carry on.")
+                stopped_by_budget = True
+                break
         else:
             stopped_by_budget = True
             break
     if best_path.exists():
-        model.load_weights(best_path)
+        load_weights_without_optimizer(model, best_path)
     return TrainResult(read_history(run), records, best, stopped_by_budget)
 
 

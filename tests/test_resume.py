@@ -1,14 +1,24 @@
 """Safe resume: which parameter changes start a run afresh, and the state a resumed stage must get back."""
 
 import json
+import warnings
 
+import h5py
 import keras
 import numpy as np
 import pytest
 
 from lib.paths import PROJECT_ROOT
 from lib.runs import RESUME_SAFE, RunRecord
-from lib.train import CallbackState, TrainSettings, lr_per_step, plan_stages, reseed_model
+from lib.train import (
+    CallbackState,
+    TrainSettings,
+    load_weights_without_optimizer,
+    lr_per_step,
+    plan_stages,
+    reseed_model,
+    save_weights_atomic,
+)
 
 
 def notebook_parameters(name: str) -> dict:
@@ -129,3 +139,43 @@ def test_dropout_masks_depend_on_seed_and_epoch_only():
     assert np.array_equal(*same)
     reseed_model(second, seed=7, epoch=4)
     assert not np.array_equal(same[0], keras.ops.convert_to_numpy(second(x, training=True)))
+
+
+def trained_model(seed: int) -> keras.Model:
+    """A compiled model one Adam epoch in, so its optimizer holds state."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(np.ones((6, 4), "float32"), np.eye(3, dtype="float32")[[0, 1, 2] * 2], epochs=1, verbose=0)
+    return model
+
+
+def saved_objects(path) -> set:
+    with h5py.File(path, "r") as handle:
+        return set(handle)
+
+
+def values(variables) -> list:
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def test_checkpoints_hold_the_weights_without_the_optimizer(tmp_path):
+    """best/last_stage.weights.h5 leave Adam's moments out (they live only in the stage's backup), and load into
+    a compiled, trained model without touching its optimizer and without Keras's "Skipping variable loading" warning.
+    Guards the undocumented `objects_to_skip` keyword lib.train relies on."""
+    model = trained_model(1)
+    weights_only, with_optimizer = tmp_path / "best.weights.h5", tmp_path / "full.weights.h5"
+    save_weights_atomic(model, weights_only)
+    model.save_weights(with_optimizer)
+    assert "optimizer" in saved_objects(with_optimizer)
+    assert "optimizer" not in saved_objects(weights_only) and "layers" in saved_objects(weights_only)
+    assert weights_only.stat().st_size < with_optimizer.stat().st_size
+    for path in (weights_only, with_optimizer):  # a checkpoint written before weights-only files, too
+        other = trained_model(2)
+        optimizer_state = values(other.optimizer.variables)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_weights_without_optimizer(other, path)
+        assert not [w for w in caught if "optimizer" in str(w.message).lower()]
+        assert all(np.array_equal(a, b) for a, b in zip(values(other.weights), values(model.weights)))
+        assert all(np.array_equal(a, b) for a, b in zip(values(other.optimizer.variables), optimizer_state))

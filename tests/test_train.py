@@ -19,6 +19,7 @@ from lib.train import (
     TimeBudget,
     TrainResult,
     TrainSettings,
+    carry_on_weights,
     class_weights,
     finished_stages,
     lr_per_step,
@@ -59,6 +60,20 @@ def test_budget_stops_before_the_epoch_that_would_overrun():
     budget = TimeBudget(deadline=235, clock=clock)
     assert run_epochs(budget, [100, 30, 30, 30, 30, 30, 30]) == 5
     assert budget.stopped and clock.now == 220
+
+
+def test_the_last_epoch_ends_the_stage_finished():
+    """Past the deadline after the fit's last epoch: nothing is left to stop, so the stage is not left unfinished
+    (no backup kept), but the next stage must not start."""
+    clock = FakeClock()
+    budget = TimeBudget(deadline=150, clock=clock)
+    budget.set_params({"epochs": 3})  # global epochs: this stage runs epochs 1 and 2
+    budget.set_model(FakeModel())
+    for epoch in (1, 2):
+        budget.on_epoch_begin(epoch)
+        clock.now += 30 if epoch == 1 else 100
+        budget.on_epoch_end(epoch)
+    assert budget.out_of_time and not budget.stopped and not budget.model.stop_training
 
 
 def test_no_deadline_never_stops():
@@ -109,15 +124,20 @@ def test_stage_table_has_one_column_order_fresh_or_resumed(tmp_path):
     assert list(TrainResult(pd.DataFrame(), [older], None, False).stage_table().columns) == expected
 
 
-def test_finished_stages_needs_the_markers_in_order_and_the_last_weights(tmp_path):
+def test_finished_stages_needs_the_markers_in_order_and_weights_to_carry_on(tmp_path):
     run = RunRecord(tmp_path / "run")
     for k in (1, 3):
         write_json(run.path(f"stage_{k}.json"), {"stage": k})
-    assert finished_stages(run, 3) == 0  # no last_stage.weights.h5: nothing to resume from
+    assert finished_stages(run, 3) == 0  # no weights: nothing to resume from
     run.path("last_stage.weights.h5").write_bytes(b"")
     assert finished_stages(run, 3) == 1  # stage 2 is missing, so stage 3's marker does not count
     write_json(run.path("stage_2.json"), {"stage": 2})
     assert finished_stages(run, 3) == 3 and finished_stages(run, 2) == 2
+    # After the final stage only best.weights.h5 is kept: still finished, and a stage appended later starts from it.
+    run.path("last_stage.weights.h5").unlink()
+    run.path("best.weights.h5").write_bytes(b"")
+    assert finished_stages(run, 3) == 3 and finished_stages(run, 4) == 3
+    assert carry_on_weights(run) == run.path("best.weights.h5")
 
 
 # ---------------------------------------------------------------- real training, small
@@ -162,6 +182,13 @@ def train_in_subprocess(demo, run_dir, stages=STAGES, budget=0.0, **popen):
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
 
 
+def h5_objects(path) -> set:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return set(handle)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_demo, tmp_path_factory):
     """One training run through STAGES that nothing interrupts: the reference for the resume tests."""
@@ -176,9 +203,11 @@ def test_rerun_skips_finished_stages(tiny_demo, uninterrupted, tmp_path):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3] and history["stage"].tolist() == [1, 2, 2, 2]
     assert history["image_size"].tolist() == [32, 40, 40, 40]  # progressive resizing
-    assert {"best.weights.h5", "stage_1.json", "stage_2.json", "last_stage.weights.h5"} <= set(
-        os.listdir(tmp_path / "run")
-    )
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"best.weights.h5", "stage_1.json", "stage_2.json"} <= files
+    # Disk: no end-of-stage weights after the final stage, no backup once a stage ends, no optimizer in best.
+    assert "last_stage.weights.h5" not in files and not [name for name in files if name.startswith("backup_stage")]
+    assert "optimizer" not in h5_objects(run / "best.weights.h5")
     stages = [json.loads((tmp_path / "run" / f"stage_{k}.json").read_text()) for k in (1, 2)]
     assert stages[0]["trainable_params"] < stages[1]["trainable_params"]
     again, output = train_in_subprocess(tiny_demo, tmp_path / "run")
@@ -208,6 +237,8 @@ def test_killed_mid_stage_resumes_to_the_same_bytes(tiny_demo, uninterrupted, tm
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # Stage 1's end carries over the weights alone; the optimizer's state is only in stage 2's backup.
+    assert "optimizer" not in h5_objects(run / "last_stage.weights.h5")
     epochs_before = pd.read_csv(history)["epoch"].tolist()
     assert epochs_before[:2] == [0, 1] and len(epochs_before) < 4, "the kill came too late to test resuming"
     result, output = train_in_subprocess(tiny_demo, run)
@@ -216,6 +247,7 @@ def test_killed_mid_stage_resumes_to_the_same_bytes(tiny_demo, uninterrupted, tm
     assert after["epoch"].tolist() == [0, 1, 2, 3]  # epoch 1 was not trained again
     assert json.loads((run / "stage_2.json").read_text())["epochs_run"] == 4 - len(epochs_before)
     assert (run / "best.weights.h5").exists() and not result["stopped_by_budget"]
+    assert not (run / "backup_stage_2").exists() and not (run / "last_stage.weights.h5").exists()
     reference = pd.read_csv(uninterrupted / "history.csv")
     assert after[["loss", "val_loss", "val_accuracy"]].equals(reference[["loss", "val_loss", "val_accuracy"]])
     assert np.load(run / "val_probs.npy").tobytes() == np.load(uninterrupted / "val_probs.npy").tobytes()
@@ -247,7 +279,8 @@ def test_broken_backup_restarts_the_stage(tmp_path):
 
 
 def test_a_budget_stop_keeps_the_backup_to_carry_on(tmp_path):
-    """Stopped by the time budget, a stage is unfinished: its backup stays for the next run; finished, it goes."""
+    """Stopped by the time budget, a stage is unfinished: its latest backup stays for the next run (without the
+    older generation, which only guards against a kill mid-write); finished, the backup goes."""
     import keras
 
     from lib.train import StageBackup
@@ -255,12 +288,16 @@ def test_a_budget_stop_keeps_the_backup_to_carry_on(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
     x, y = np.ones((4, 2)), np.ones((4, 1))
-    for stopped, kept in ((True, True), (False, False)):
+    for stopped in (True, False):
         budget = TimeBudget(deadline=None)
         budget.stopped = stopped
         backup = tmp_path / f"backup_{stopped}"
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[StageBackup(str(backup), budget)])
-        assert backup.exists() == kept
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[StageBackup(str(backup), budget)])
+        if stopped:
+            assert sorted(os.listdir(backup)) == ["latest.weights.h5", "training_metadata.json"]
+            assert "optimizer" in h5_objects(backup / "latest.weights.h5")  # what an exact resume needs
+        else:
+            assert not backup.exists()
 
 
 class StopBeforeFit(Exception):
