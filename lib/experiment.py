@@ -227,10 +227,19 @@ class Evaluation:
 
 
 def prediction_size(ctx: Context) -> int:
-    """`predict_image_size`, else the size of the last stage that trained: when the time budget ends training
-    early, the model is predicted at the size it learnt, not at a later stage's size it never saw."""
+    """`predict_image_size`, else the size the best weights (what is predicted) were trained at, else the size of
+    the last stage that trained: when the time budget stops stage 2 after an epoch worse than stage 1's best, the
+    stage-1 weights are predicted at stage 1's size, not at a size they never saw."""
+    from lib.runs import read_json
+    from lib.train import read_history
+
     if ctx.params.get("predict_image_size"):
         return int(ctx.params["predict_image_size"])
+    best, history = ctx.run.path("best.json"), read_history(ctx.run)
+    if best.exists() and "image_size" in history:
+        best_epoch = history[history["epoch"] == read_json(best)["epoch"] - 1]  # best.json counts from 1
+        if len(best_epoch):
+            return int(best_epoch["image_size"].iloc[0])
     trained = [stage for stage in ctx.run.metrics().get("stages", []) if stage.get("epochs_run")]
     return int(trained[-1]["image_size"]) if trained else stage_plan(ctx)[-1].stage.image_size
 

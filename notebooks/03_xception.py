@@ -9,7 +9,7 @@
 #
 # **Expected result.** Full profile on the real data (ImageNet weights, GPU): validation accuracy around
 # 0.95-0.97, in line with the seed notebook's 0.95086 public score. Demo profile: Xception from scratch on
-# the cartoon cars, all layers trained at 72 then 96 px, 2-pass TTA, an 8-minute budget on a CPU; on an idle
+# the cartoon cars, all layers trained at 72 then 96 px, 2-pass TTA, a 10-minute budget on a CPU; on an idle
 # 2-core machine it reaches about 0.9-1.0 validation accuracy. The demo proves the pipeline, not the score.
 # Outputs: `submissions/xception.csv` and the run folder `runs/<profile>/03_xception/` (parameters, versions,
 # history.csv, best weights, probabilities, metrics).
@@ -148,7 +148,7 @@ if result:
 # with train accuracy; a widening gap means overfitting. On the demo, validation accuracy often stays at 0.1
 # for the first epoch or two while train accuracy climbs, then catches up: this is common for a network
 # trained from scratch. On an idle 2-core CPU both stages finish and validation reaches about 0.99; on a busy
-# machine the epochs are slower and the 8-minute budget can stop stage 1 early (`stopped_by_budget` is then
+# machine the epochs are slower and the 10-minute budget can stop a stage early (`stopped_by_budget` is then
 # True and accuracy is lower). On the full profile, the last stage should end near the 0.95-0.97 given at
 # the top.
 

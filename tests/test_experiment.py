@@ -111,8 +111,9 @@ def test_planned_lr_has_one_row_per_step_of_every_stage():
 
 
 def test_prediction_uses_the_size_training_reached(tmp_path):
-    """A budget stop after stage 1 (72 px) predicts at 72 px, not at stage 2's 96 px it never trained at."""
-    from lib.runs import RunRecord
+    """A budget stop after stage 1 (72 px) predicts at 72 px, not at stage 2's 96 px it never trained at; the best
+    weights are predicted at the size of the epoch they come from."""
+    from lib.runs import RunRecord, write_json
 
     stages = [{"name": "small", "epochs": 3, "image_size": 72}, {"name": "large", "epochs": 1, "image_size": 96}]
     run = RunRecord(tmp_path / "run")
@@ -130,6 +131,13 @@ def test_prediction_uses_the_size_training_reached(tmp_path):
     assert experiment.prediction_size(ctx) == 96  # nothing trained yet: the plan's last stage
     run.update_metrics(stages=[{"stage": 1, "image_size": 72, "epochs_run": 2, "stopped_by_budget": True}])
     assert experiment.prediction_size(ctx) == 72
+    # Stage 2 trained an epoch at 96 px, but the best weights are stage 1's last epoch: they are predicted at 72 px.
+    history = pd.DataFrame({"epoch": [0, 1, 2], "image_size": [72, 72, 96], "val_accuracy": [0.5, 0.9, 0.8]})
+    history.to_csv(run.path("history.csv"), index=False)
+    write_json(run.path("best.json"), {"epoch": 2, "val_accuracy": 0.9})
+    assert experiment.prediction_size(ctx) == 72
+    write_json(run.path("best.json"), {"epoch": 3, "val_accuracy": 0.95})
+    assert experiment.prediction_size(ctx) == 96
     ctx.params["predict_image_size"] = 128
     assert experiment.prediction_size(ctx) == 128
 
