@@ -1,4 +1,4 @@
-"""Benchmark of lib.duplicates on real-size photos: hashing (1 vs N threads) and the pair search, timed apart.
+"""Benchmark of lib.analysis.duplicates on real-size photos: hashing (1 vs N threads) and the pair search, timed apart.
 
 Writes `--photos` train and test JPEGs of 640x480 (the real data's 15,561 + 6,675 by default) into `--dir`, a
 temporary folder outside the repo, deleted afterwards. Each photo is one of 100 demo drawings, flipped, rolled and
@@ -24,8 +24,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import NUM_CLASSES  # noqa: E402
+from lib.analysis.duplicates import DEFAULT_MAX_DISTANCE, close_pairs, hash_images, image_hash  # noqa: E402
 from lib.demo import draw_car, near_copy  # noqa: E402
-from lib.duplicates import DEFAULT_MAX_DISTANCE, close_pairs, hash_images, image_hash  # noqa: E402
 
 REAL_TRAIN, REAL_TEST = 15_561, 6_675
 

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from lib import class_display_name
-from lib.calibration import apply_temperature, fit_temperature
+from lib.analysis.calibration import apply_temperature, fit_temperature
 from lib.metrics import EPS, accuracy, class_labels, log_loss
 
 BLEND_METHODS = ("arithmetic", "geometric")
@@ -140,7 +140,7 @@ def combine_runs(
     """Read each model run's probs_val/probs_test, fit blend weights on the shared validation rows, blend.
 
     temperature_scaling: first scale each model's validation and test probabilities with its own temperature,
-    fitted on its validation probabilities (lib.calibration), so that no over-confident model dominates."""
+    fitted on its validation probabilities (lib.analysis.calibration), so that no over-confident model dominates."""
     from lib.runs import load_probs, probs_matrix
 
     vals, tests = {}, {}

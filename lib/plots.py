@@ -69,7 +69,7 @@ def sample_grid(train: pd.DataFrame, per_class: int = 4, seed: int = 0, image_si
 
 @saved_as("duplicate_pairs")
 def duplicate_pairs(pairs: pd.DataFrame, max_pairs: int = 6, image_size: int = 160, pairs_per_row: int = 2):
-    """The first `max_pairs` rows of lib.duplicates.find_duplicates side by side: photo a, then photo b, titled
+    """The first `max_pairs` rows of lib.analysis.duplicates.find_duplicates side by side: photo a, then photo b, titled
     with car names, the kind of pair and its hash distance."""
     from lib.images import read_resized
 
@@ -154,7 +154,7 @@ def confusion(labels, predictions, ax=None, title: str = "Validation confusion m
 def reliability_diagram(model_probs: dict, labels, n_bins: int = 15, size: float = 3.6):
     """Accuracy against confidence in equal-width bins, one axis per model (dict name -> probabilities), the
     diagonal being perfect calibration; red: the gap to it. Each title gives the model's ECE."""
-    from lib.calibration import expected_calibration_error, reliability_bins
+    from lib.analysis.calibration import expected_calibration_error, reliability_bins
 
     fig, axes = plt.subplots(1, len(model_probs), figsize=(size * len(model_probs), size), squeeze=False)
     for ax, (name, probs) in zip(axes.flat, model_probs.items()):
@@ -181,7 +181,7 @@ def reliability_diagram(model_probs: dict, labels, n_bins: int = 15, size: float
 
 @saved_as("confused_pairs")
 def confused_pairs_bar(pairs: pd.DataFrame, title: str = "Most confused classes"):
-    """Horizontal bars of lib.error_analysis.confused_pairs: "true -> predicted" by name, most frequent on top."""
+    """Horizontal bars of lib.analysis.errors.confused_pairs: "true -> predicted" by name, most frequent on top."""
     fig, ax = plt.subplots(figsize=(8, 0.4 * max(len(pairs), 1) + 1.2))
     labels = [f"{t} → {p}" for t, p in zip(pairs["true name"], pairs["predicted name"])]
     ax.barh(range(len(pairs)), pairs["count"], color="tab:orange")
@@ -196,7 +196,7 @@ def confused_pairs_bar(pairs: pd.DataFrame, title: str = "Most confused classes"
 
 @saved_as("misclassified_gallery")
 def misclassified_gallery(rows: pd.DataFrame, limit: int = 16, columns: int = 4, image_size: int = 160, title=None):
-    """Photos of lib.error_analysis.misclassified rows (needs `path`), in their order (most confident mistake
+    """Photos of lib.analysis.errors.misclassified rows (needs `path`), in their order (most confident mistake
     first), each titled with its true and predicted class by name and the predicted class's probability."""
     from lib.images import read_resized
 

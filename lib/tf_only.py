@@ -101,7 +101,7 @@ def image_data_generator_flow(paths, labels, *, image_size: int, batch_size: int
 
 def class_score_gradients(to_scores, maps, classes):
     """Grad-CAM's gradient on TensorFlow: d to_scores(maps)[i, classes[i]] / d maps[i] per image, as numpy (see
-    lib.gradcam.class_score_gradients, which calls this)."""
+    lib.analysis.gradcam.class_score_gradients, which calls this)."""
     import tensorflow as tf
 
     maps = tf.convert_to_tensor(maps)

@@ -16,7 +16,8 @@
 # %%
 from IPython.display import display
 
-from lib import data, duplicates, plots
+from lib import data, plots
+from lib.analysis import duplicates
 from lib.notebook import collect_params, describe_data, open_run
 from lib.runs import write_csv
 

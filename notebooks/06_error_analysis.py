@@ -23,9 +23,9 @@ import pandas as pd
 from IPython.display import display
 
 from lib import data, paths, plots
-from lib.calibration import temperature_table
-from lib.error_analysis import confident_examples, confused_pairs, misclassified, per_class_table
-from lib.gradcam import heatmaps, overlay
+from lib.analysis.calibration import temperature_table
+from lib.analysis.errors import confident_examples, confused_pairs, misclassified, per_class_table
+from lib.analysis.gradcam import heatmaps, overlay
 from lib.images import read_resized
 from lib.metrics import accuracy
 from lib.models import load_trained, trained_image_size

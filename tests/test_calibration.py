@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib.calibration import (
+from lib.analysis.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,

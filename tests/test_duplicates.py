@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import data, duplicates
+from lib import data
+from lib.analysis import duplicates
 from lib.demo import PLANTED, PLANTED_FILE, generate, near_copy
 
 matplotlib.use("Agg")

@@ -94,7 +94,7 @@ def test_pseudo_labels_respect_the_threshold():
 
 
 def test_combine_runs_scales_each_model_by_its_own_temperature(tmp_path):
-    from lib.calibration import fit_temperature
+    from lib.analysis.calibration import fit_temperature
     from lib.ensemble import combine_runs
     from lib.runs import RunRecord
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from lib import NUM_CLASSES, class_display_name
-from lib.error_analysis import confused_pairs, misclassified, per_class_table
+from lib.analysis.errors import confused_pairs, misclassified, per_class_table
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 2])
 PREDICTED = np.array([0, 0, 1, 1, 1, 2, 2])
@@ -64,7 +64,7 @@ def test_misclassified_rows_most_confident_first():
 
 
 def test_confident_examples_takes_the_surest_mistakes_then_the_surest_right_answers():
-    from lib.error_analysis import confident_examples
+    from lib.analysis.errors import confident_examples
 
     probs = np.array(
         [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3], [0.99, 0.01]],

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from lib.gradcam import heatmaps, last_conv_layer, overlay
+from lib.analysis.gradcam import heatmaps, last_conv_layer, overlay
 
 SIZE = 32
 

@@ -77,7 +77,7 @@ def test_augmentation_preview_titles_the_original_with_its_class(tiny_demo):
 
 
 def test_reliability_diagram_one_axis_per_model_with_its_ece():
-    from lib.calibration import expected_calibration_error
+    from lib.analysis.calibration import expected_calibration_error
 
     labels = np.array([0, 1, 2, 2, 1])
     sure = np.eye(NUM_CLASSES)[[0, 1, 2, 1, 1]] * 0.9 + 0.01
@@ -89,7 +89,7 @@ def test_reliability_diagram_one_axis_per_model_with_its_ece():
 
 
 def test_confused_pairs_bar_names_both_classes_most_frequent_on_top():
-    from lib.error_analysis import confused_pairs
+    from lib.analysis.errors import confused_pairs
 
     labels = np.array([0, 0, 0, 8, 8, 3])
     probs = np.eye(NUM_CLASSES)[[8, 8, 0, 2, 8, 3]]
@@ -100,7 +100,7 @@ def test_confused_pairs_bar_names_both_classes_most_frequent_on_top():
 
 
 def test_misclassified_gallery_titles_true_and_predicted_names(tiny_demo):
-    from lib.error_analysis import misclassified
+    from lib.analysis.errors import misclassified
 
     train = data.load_train(tiny_demo).sort_values("Category").groupby("Category").head(1).head(3)
     probs = np.eye(NUM_CLASSES)[[5, 1, 9]] * 0.6 + 0.04  # rows of class 0 and 2 wrong, 0.64 vs 0.04
