@@ -142,6 +142,9 @@ lab: $(VENV)/.lab-installed ## JupyterLab on the project's environment; notebook
 
 $(VENV)/.lab-installed: requirements-lab.txt | venv
 	$(PY) -m pip install -q -r requirements-lab.txt
+	@# A double click opens notebooks/*.py as a notebook, not as text (jupytext's own setting, kept in .venv)
+	$(VENV)/bin/jupytext-config --settings-file $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json \
+		set-default-viewer python
 	@touch $@
 
 score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the demo's hidden test labels

@@ -32,6 +32,9 @@ def server(tmp_path_factory):
     JUPYTER_CONFIG_PATH names the repo root, so Jupyter loads its jupyter_server_config.py."""
     pytest.importorskip("jupyter_server")
     pytest.importorskip("jupytext")
+    # As after `make notebooks`: the built .ipynb is newer than its .py and carries kernel metadata the .py has not.
+    jupytext = [sys.executable, "-m", "jupytext", "--quiet", "--update", "--to", "ipynb", "--set-kernel", "python3"]
+    subprocess.run([*jupytext, "notebooks/03_xception.py"], cwd=PROJECT_ROOT, check=True, timeout=120)
     port, token = free_port(), secrets.token_hex(16)
     folder = tmp_path_factory.mktemp("lab")
     runtime, log = folder / "runtime", (folder / "server.log").open("w+")
