@@ -162,7 +162,9 @@ result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequen
 np.save(run_dir + "/weights.npy", np.concatenate([np.ravel(w) for w in model.get_weights()]))
 print(json.dumps({"replicas": plan.replicas, "val_accuracy": result.history["val_accuracy"].tolist()}))
 """
-WEIGHT_TOLERANCE = 1e-5  # float32 sums in another order; a wrong gradient reduction is off by orders more
+# float32 sums in another order: measured 1e-7 for most weights, up to 5.1e-5 for one conv weight on the demo with
+# its planted near-duplicates (1e-5 held before them); a BatchNorm not synced across replicas ends 0.098 apart.
+WEIGHT_TOLERANCE = 1e-4
 ACCURACY_TOLERANCE = 0.0  # so the same validation photos are right
 
 
