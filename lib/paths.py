@@ -49,6 +49,11 @@ def submissions_dir() -> Path:
     return output_root() / "submissions"
 
 
+def reports_dir() -> Path:
+    """`make report`'s sites, reports/<profile>/, beside runs/ and submissions/."""
+    return output_root() / "reports"
+
+
 def has_competition_layout(folder: Path) -> bool:
     """True when `folder` holds train.csv plus the train images as a folder or a zip."""
     folder = Path(folder)

@@ -36,11 +36,6 @@ td.nowrap { white-space: nowrap; }
 """
 
 
-def reports_dir() -> Path:
-    """reports/ beside runs/ and submissions/ (the checkout, /kaggle/working, or CARS_OUTPUT_ROOT)."""
-    return paths.output_root() / "reports"
-
-
 @dataclass
 class RunRow:
     """One notebook run as the index table shows it; None is shown as MISSING."""
@@ -242,7 +237,7 @@ def build_report(
     """Render runs/<profile>/<notebook>/ into reports/<profile>/ (index.html, one page per notebook, figures);
     returns index.html. Folders moved aside by a changed setting (<name>.old-<time>) are left out."""
     runs = Path(runs) if runs else paths.runs_dir() / profile
-    out = Path(out) if out else reports_dir() / profile
+    out = Path(out) if out else paths.reports_dir() / profile
     leaderboard = Path(leaderboard) if leaderboard else paths.submissions_dir() / "leaderboard.csv"
     if not runs.is_dir():
         raise FileNotFoundError(f"no runs for profile {profile}: {runs} is missing; run `make run-all` first")
