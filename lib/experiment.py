@@ -102,20 +102,9 @@ def _backend() -> str:
 
 
 def build(ctx: Context):
-    from lib.models import build_model
+    from lib.models import build_from_params
 
-    p = ctx.params
-    model = build_model(
-        p["backbone"],
-        weights=p["weights"],
-        pooling=p["pooling"],
-        head_batchnorm=p["head_batchnorm"],
-        dropout=p["dropout"],
-        dense_units=p["dense_units"],
-        activation=p["activation"],
-        l2=p["l2"],
-        keras_augment=p["keras_augment"],
-    )
+    model = build_from_params(ctx.params)
     distribute.synchronize_batchnorm(model, ctx.distribution)
     return model
 

@@ -196,6 +196,12 @@ def count_params(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
 
+def build_from_params(params: dict, **overrides) -> keras.Model:
+    """build_model with a notebook's parameters (backbone, weights and the head's settings); `overrides` win."""
+    names = ("weights", "pooling", "head_batchnorm", "dropout", "dense_units", "activation", "l2", "keras_augment")
+    return build_model(params["backbone"], **{**{name: params[name] for name in names}, **overrides})
+
+
 def load_trained(run_folder, weights_file: str = "best.weights.h5") -> keras.Model:
     """The model a 03/04 run trained, rebuilt from its params.json with no download (the pretrained weights are
     replaced by the run's anyway) and its best weights loaded. A K-fold run gives its first fold's model."""
@@ -209,18 +215,8 @@ def load_trained(run_folder, weights_file: str = "best.weights.h5") -> keras.Mod
     if not (folder / weights_file).exists():
         raise FileNotFoundError(f"No {weights_file} in {folder}: run its notebook first (make 03_xception, ...).")
     p = read_json(folder / "params.json")
-    model = build_model(
-        p["backbone"],
-        weights=None,
-        backbone_bn="frozen" if p.get("weights") else "train",  # as trained: BatchNorm mode follows the weights
-        pooling=p["pooling"],
-        head_batchnorm=p["head_batchnorm"],
-        dropout=p["dropout"],
-        dense_units=p["dense_units"],
-        activation=p["activation"],
-        l2=p["l2"],
-        keras_augment=p["keras_augment"],
-    )
+    # As trained: BatchNorm's mode follows the pretrained weights, which the run's own weights replace anyway.
+    model = build_from_params(p, weights=None, backbone_bn="frozen" if p.get("weights") else "train")
     model.load_weights(folder / weights_file)
     return model
 

@@ -49,6 +49,11 @@ def submissions_dir() -> Path:
     return output_root() / "submissions"
 
 
+def series_notebooks() -> list[str]:
+    """The series' notebooks in run order: the NN_topic names of notebooks/NN_*.py."""
+    return sorted(path.stem for path in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
 def reports_dir() -> Path:
     """`make report`'s sites, reports/<profile>/, beside runs/ and submissions/."""
     return output_root() / "reports"

@@ -14,14 +14,7 @@ from lib import paths
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import kaggle_env, run_module
 
-NOTEBOOKS = [
-    "01_eda",
-    "02_augmentation_preview",
-    "03_xception",
-    "04_efficientnetb7",
-    "05_ensemble",
-    "06_error_analysis",
-]
+NOTEBOOKS = paths.series_notebooks()
 
 
 def make(*args, output_root, timeout=1500):

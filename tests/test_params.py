@@ -16,16 +16,9 @@ import yaml
 from lib import notebook_run as R
 from lib import params as P
 from lib.notebook import collect_params
-from lib.paths import PROJECT_ROOT
+from lib.paths import PROJECT_ROOT, series_notebooks
 
-NOTEBOOKS = [
-    "01_eda",
-    "02_augmentation_preview",
-    "03_xception",
-    "04_efficientnetb7",
-    "05_ensemble",
-    "06_error_analysis",
-]
+NOTEBOOKS = series_notebooks()
 PROFILES = ["demo", "full", "tiny"]
 XCEPTION = PROJECT_ROOT / "notebooks" / "03_xception.py"
 
@@ -174,11 +167,16 @@ assert not fail, "told to fail"
 """
 
 
+def write_percent_notebook(path, source: str):
+    """`source` (jupytext percent format) written as the .ipynb papermill runs."""
+    jupytext = pytest.importorskip("jupytext")
+    nbformat.write(jupytext.reads(source, fmt="py:percent"), path)
+    return path
+
+
 def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
     pytest.importorskip("papermill")
-    jupytext = pytest.importorskip("jupytext")
-    notebook = tmp_path / "tiny.ipynb"
-    nbformat.write(jupytext.reads(TINY_NOTEBOOK, fmt="py:percent"), notebook)
+    notebook = write_percent_notebook(tmp_path / "tiny.ipynb", TINY_NOTEBOOK)
     output = tmp_path / "runs" / "tiny.ipynb"
     failed = tmp_path / "runs" / "tiny.failed.ipynb"
 
@@ -202,9 +200,7 @@ def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
 
 
 def test_run_checks_before_a_kernel_starts(tmp_path):
-    jupytext = pytest.importorskip("jupytext")
-    notebook = tmp_path / "tiny.ipynb"
-    nbformat.write(jupytext.reads(TINY_NOTEBOOK, fmt="py:percent"), notebook)
+    notebook = write_percent_notebook(tmp_path / "tiny.ipynb", TINY_NOTEBOOK)
     done = params_cli("run", notebook, tmp_path / "out" / "tiny.ipynb", "-p", "fial", "True")
     assert_one_line_error(done, "'fial'", "did you mean 'fail'?")
     assert not (tmp_path / "out").exists()
@@ -236,9 +232,7 @@ def test_inside_the_kernel_an_injected_unknown_name_stops_the_notebook(tmp_path)
     """Interactive or direct papermill use (no `lib.params run`): collect_params compares papermill's injected cell
     with the parameters cell."""
     papermill = pytest.importorskip("papermill")
-    jupytext = pytest.importorskip("jupytext")
-    notebook = tmp_path / "checked.ipynb"
-    nbformat.write(jupytext.reads(KERNEL_CHECKED_NOTEBOOK, fmt="py:percent"), notebook)
+    notebook = write_percent_notebook(tmp_path / "checked.ipynb", KERNEL_CHECKED_NOTEBOOK)
     papermill.execute_notebook(str(notebook), str(tmp_path / "ok.ipynb"), parameters={"fail": True})
     with pytest.raises(papermill.PapermillExecutionError) as raised:
         papermill.execute_notebook(str(notebook), str(tmp_path / "bad.ipynb"), parameters={"fial": True})
@@ -360,9 +354,7 @@ print(f"Submission written: {os.path.abspath('written.csv')} (1 rows)")
 
 def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
     pytest.importorskip("papermill")
-    jupytext = pytest.importorskip("jupytext")
-    notebook = tmp_path / "noisy.ipynb"
-    nbformat.write(jupytext.reads(NOISY_NOTEBOOK, fmt="py:percent"), notebook)
+    notebook = write_percent_notebook(tmp_path / "noisy.ipynb", NOISY_NOTEBOOK)
     output = tmp_path / "runs" / "noisy.ipynb"
 
     done = params_cli("run", notebook, output, "--cwd", tmp_path)

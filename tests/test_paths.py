@@ -208,3 +208,14 @@ def test_a_missing_run_locally_names_its_folder_and_the_make_target(monkeypatch,
         f"no run 04_efficientnetb7 (profile demo): {missing} is missing; "
         "run it first: locally `make 04_efficientnetb7` (or `make run-all`)."
     )
+
+
+def test_the_series_is_the_six_numbered_notebooks_in_order():
+    assert paths.series_notebooks() == [
+        "01_eda",
+        "02_augmentation_preview",
+        "03_xception",
+        "04_efficientnetb7",
+        "05_ensemble",
+        "06_error_analysis",
+    ]
