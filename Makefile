@@ -13,7 +13,8 @@ VIRTUAL_DEVICES ?=
 VERBOSE ?=
 
 
-NOTEBOOKS := 01_eda 02_augmentation_preview 03_xception 04_efficientnetb7 05_ensemble 06_error_analysis
+# The series in run order: notebooks/NN_topic.py (lib.paths.series_notebooks reads the same files).
+NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.py))))
 # Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
 DATA = $(shell $(PY) -m lib.paths data-dir $(DATA_DIR))
 PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
@@ -76,34 +77,19 @@ notebooks: $(NOTEBOOKS:%=notebooks/%.ipynb) ## Build/sync the .ipynb notebooks f
 notebooks/%.ipynb: notebooks/%.py | venv
 	@$(VENV)/bin/jupytext --quiet --update --to ipynb --set-kernel python3 $<
 
-# A notebook reruns only when its inputs changed: its source, its profile, every .py under lib/, the data's CSVs
-# and, for the ensemble and the error analysis, the probabilities they read; FORCE=1 reruns it anyway. Training
-# itself resumes (see README).
-LIB_SOURCES := $(shell find lib -name '*.py' -not -path '*/.*')
-nb_inputs = notebooks/$(1).py profiles/$(PROF)/$(1).yaml $(LIB_SOURCES) $(DATA)/train.csv \
-	$(DATA)/sample-submission.csv $(if $(filter 05_ensemble,$(1)),$(foreach m,03_xception 04_efficientnetb7,\
-	$(RUNS)/$(PROF)/$(m)/probs_val.csv $(RUNS)/$(PROF)/$(m)/probs_test.csv)) \
-	$(if $(filter 06_error_analysis,$(1)),$(foreach m,03_xception 04_efficientnetb7 05_ensemble,\
-	$(RUNS)/$(PROF)/$(m)/probs_val.csv))
-stamp = $(PY) -m lib.stamp $(2) $(RUNS)/$(PROF)/$(1) --files $(call nb_inputs,$(1)) --values "$(DATA)" "$(PROF)" \
-	"$(VIRTUAL_DEVICES)"
-
-# One notebook headless into its run folder (lib.params run): its profile and -p values are checked against its
-# parameters cell first (no kernel starts on a misspelt name or value); papermill then executes it. A failure keeps
-# the last good executed notebook and writes the failed one beside it as <name>.failed.ipynb, named in the error.
-# The terminal gets a cell bar, the lines worth reading and one result line; all the kernel printed goes to
-# <name>.log in the run folder (VERBOSE=1: papermill's full cell log on the terminal too).
+# One notebook headless into its run folder (python -m tools.runner run), only when one of its inputs changed since
+# its last success: its source, its profile, the lib modules it imports (followed through lib), the data's CSVs and
+# the probabilities of the runs it reads (05, 06); FORCE=1 runs it anyway. Its profile and -p values are checked
+# against its parameters cell first (no kernel starts on a misspelt name or value). A failure keeps the last good
+# executed notebook and writes the failed one beside it as <name>.failed.ipynb, named in the error. The terminal
+# gets a cell bar, the lines worth reading and one result line; all the kernel printed goes to <name>.log in the
+# run folder (VERBOSE=1: papermill's full cell log on the terminal too). Under `make -n` (the `+` runs the line
+# anyway) it only says which notebooks would run and which of their inputs changed. Training itself resumes.
+dry_run = $(findstring n,$(firstword -$(MAKEFLAGS)))
 define run_notebook
-	@mkdir -p $(RUNS)/$(PROF)/$(1)
-	@if [ -z "$(FORCE)" ] && $(call stamp,$(1),check); then \
-		echo "== $(1): up to date, skipped (its inputs did not change; FORCE=1 reruns it) =="; \
-	else \
-		echo "== $(1): profile $(PROF), data $(DATA) =="; \
-		$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m lib.params run notebooks/$(1).ipynb \
-			$(RUNS)/$(PROF)/$(1)/$(1).ipynb --cwd notebooks -f profiles/$(PROF)/$(1).yaml \
-			-p data_dir "$(DATA)" -p profile $(PROF) $(if $(VERBOSE),--verbose) || exit 1; \
-		$(call stamp,$(1),mark); \
-	fi
+	+@$(if $(VIRTUAL_DEVICES),CARS_VIRTUAL_DEVICES=$(VIRTUAL_DEVICES)) $(PY) -m tools.runner run $(1) --profile $(PROF) \
+		--data-dir "$(DATA)" $(if $(FORCE),--force) $(if $(dry_run),--dry-run) $(if $(VERBOSE),--verbose) \
+		$(if $(VIRTUAL_DEVICES),--setting virtual_devices "$(VIRTUAL_DEVICES)")
 endef
 
 # After a model notebook alone: the ensemble's submission.csv is older than the probabilities it blends.
@@ -129,10 +115,10 @@ endef
 
 run-all: prepare $(NOTEBOOKS) ## Run the six notebooks in order (demo data when no competition data is found), then `make report`
 	@echo "Done. Submissions: $$(ls $(SUBMISSIONS)/*.csv | tr '\n' ' '); executed notebooks in $(RUNS)/$(PROF)/"
-	@$(PY) -m lib.report $(PROF)
+	@$(PY) -m tools.report $(PROF)
 
 report: | venv ## HTML report of a profile's runs (PROFILE=): reports/<profile>/index.html, one table, each notebook rendered
-	@$(PY) -m lib.report $(PROF)
+	@$(PY) -m tools.report $(PROF)
 
 # JupyterLab on .venv with jupytext: notebooks/*.py open as notebooks, paired with their .ipynb (jupytext.toml).
 # Its server options live in jupyter_server_config.py at the repo root, which JUPYTER_CONFIG_PATH adds to the files
@@ -188,7 +174,7 @@ test-kaggle-oldest: .venv-kaggle/.installed ## lib on the oldest claimed Kaggle 
 	@touch $@
 
 bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
-	$(PY) -m lib.bench
+	$(PY) -m bench.pipeline
 
 bench-duplicates: | venv ## Duplicate scan on generated real-size photos (15,561 + 6,675 640x480 JPEGs; PHOTOS=N fewer)
 	$(PY) bench/duplicates.py $(if $(PHOTOS),--photos $(PHOTOS))

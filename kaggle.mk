@@ -32,37 +32,37 @@ kaggle_weights = $(if $(filter 1 yes true,$(WEIGHTS)),--weights)
 .PHONY: data submit submissions kaggle-kernel kaggle-push kaggle-status kaggle-output kaggle-run-all
 
 data: | venv ## Download the competition files into data/ with the Kaggle API, unpack and verify them (once)
-	@$(PY) -m lib.kaggle.download --data-dir data
+	@$(PY) -m tools.kaggle.download --data-dir data
 
 submit: | venv ## Validate FILE= (default submissions/submission.csv) and upload it to Kaggle; MSG= message, FORCE=1 for demo data
-	@$(PY) -m lib.kaggle.submit $(if $(FILE),--file $(FILE)) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
+	@$(PY) -m tools.kaggle.submit $(if $(FILE),--file $(FILE)) $(kaggle_msg) $(kaggle_force) $(kaggle_data_dir)
 
 submissions: | venv ## List your Kaggle submissions with scores; keeps the history in submissions/leaderboard.csv
-	@$(PY) -m lib.kaggle.submit list
+	@$(PY) -m tools.kaggle.submit list
 
 kaggle-kernel: | venv ## Build build/kaggle-kernel/ (notebook NB=03_xception with lib bundled; KERNEL_ID=user/slug, INTERNET=1, ACCELERATOR=gpu|tpu|none, WEIGHTS_DATASET=owner/slug|none)
-	@$(PY) -m lib.kaggle.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet) \
+	@$(PY) -m tools.kaggle.kernel build --notebook $(NB) $(kaggle_id) $(if $(filter 1 yes true,$(INTERNET)),--internet) \
 		--accelerator $(ACCELERATOR) $(kaggle_out) $(kaggle_weights_dataset)
 
 kaggle-push: kaggle-kernel | venv ## Build and push the kernel to Kaggle, which runs it ("Save & Run") and writes submission.csv
-	@$(PY) -m lib.kaggle.kernel push $(kaggle_out)
+	@$(PY) -m tools.kaggle.kernel push $(kaggle_out)
 
 kaggle-status: | venv ## Show the pushed kernel's run status on Kaggle
-	@$(PY) -m lib.kaggle.kernel status $(kaggle_id) $(kaggle_out)
+	@$(PY) -m tools.kaggle.kernel status $(kaggle_id) $(kaggle_out)
 
 kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/, weights only with WEIGHTS=1 (then: make submit FILE=...)
-	@$(PY) -m lib.kaggle.kernel output $(kaggle_id) $(kaggle_out) $(kaggle_weights)
+	@$(PY) -m tools.kaggle.kernel output $(kaggle_id) $(kaggle_out) $(kaggle_weights)
 
 kaggle-run-all: | venv ## The series on Kaggle: push 03+04, wait (TIMEOUT=13h), push 05 on their outputs, fetch; SUBMIT=1 uploads
-	@$(PY) -m lib.kaggle.series --accelerator $(ACCELERATOR) --timeout $(TIMEOUT) --poll $(POLL) \
+	@$(PY) -m tools.kaggle.series --accelerator $(ACCELERATOR) --timeout $(TIMEOUT) --poll $(POLL) \
 		$(if $(filter 1 yes true,$(INTERNET)),--internet) $(kaggle_weights) $(if $(filter 1 yes true,$(SUBMIT)),--submit) \
 		$(kaggle_msg) $(kaggle_data_dir) $(kaggle_weights_dataset) $(if $(KERNEL_DIR),--build-root $(KERNEL_DIR))
 
 .PHONY: weights kaggle-weights
 
 weights: | venv ## Download the ImageNet weights of every backbone the notebooks use into $KERAS_HOME/models (needs internet)
-	@$(PY) -m lib.kaggle.weights download
+	@$(PY) -m tools.kaggle.weights download
 
 kaggle-weights: | venv ## Upload those weights once as your private Kaggle dataset (WEIGHTS_DATASET=owner/slug, default <you>/sf-dl-cars-keras-weights)
-	@$(PY) -m lib.kaggle.weights upload $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET)) $(kaggle_msg) \
+	@$(PY) -m tools.kaggle.weights upload $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET)) $(kaggle_msg) \
 		$(if $(WEIGHTS_STAGE_DIR),--out $(WEIGHTS_STAGE_DIR))

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 
 def _make_part(args):
-    from lib.bench import make_jpegs
+    from bench.pipeline import make_jpegs
 
     folder, count, start = args
     return make_jpegs(folder, count, seed=start, start=start)

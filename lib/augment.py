@@ -9,7 +9,7 @@ import albumentations as A  # lib/__init__ has already turned off its PyPI versi
 import cv2
 import numpy as np
 
-PRESETS = ("none", "light", "medium", "heavy")
+from lib.choices import PRESETS
 
 # Reflected borders look like a plausible street scene; black wedges would be a learnable artefact.
 _BORDER = cv2.BORDER_REFLECT_101
@@ -116,7 +116,7 @@ def sample_warp(
     matrix is a 2x3 cv2.warpAffine matrix that does the stretched resize, the flip and the preset's affine
     (same ranges as geometric_transforms) in one warp, or None when no affine was drawn: then the caller does a
     plain resize (3x cheaper than a warp) and flips if asked. One warp instead of resize + Affine means one
-    interpolation instead of two and the resize for free (see lib.bench --explore)."""
+    interpolation instead of two and the resize for free (see bench.pipeline --explore)."""
     geometry = GEOMETRY.get(_check(name))
     if geometry is None:
         return False, None

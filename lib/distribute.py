@@ -9,10 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.choices import LR_SCALINGS, PRECISIONS, STRATEGIES
 from lib.versions import installed_version
 
-STRATEGIES = ("auto", "none", "mirrored", "tpu", "data_parallel")
-LR_SCALINGS = ("none", "linear", "sqrt")
 # Kaggle's session limits (its notebook docs, as filed in the project's issue 11; not in the kaggle package):
 # 12 h for GPU and CPU sessions, 9 h for TPU, "Save & Run All" included. The margin leaves time to save outputs.
 KAGGLE_SESSION_HOURS = {"gpu": 12, "cpu": 12, "tpu": 9}
@@ -271,8 +270,6 @@ def lr_scale(lr_scaling: str, replicas: int) -> float:
 
 
 # --------------------------------------------------------------------------- precision and time budget
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
 
 
 def resolve_precision(precision: str, devices: list[Device]) -> str:

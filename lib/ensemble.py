@@ -10,10 +10,8 @@ from scipy.optimize import minimize
 
 from lib import class_display_name
 from lib.analysis.calibration import apply_temperature, fit_temperature
+from lib.choices import BLEND_METHODS, SEARCHES
 from lib.metrics import EPS, accuracy, class_labels, log_loss
-
-BLEND_METHODS = ("arithmetic", "geometric")
-SEARCHES = ("scipy", "simplex")
 
 
 def _stack(prob_list) -> np.ndarray:

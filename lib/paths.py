@@ -49,6 +49,11 @@ def submissions_dir() -> Path:
     return output_root() / "submissions"
 
 
+# The runs that train a model, each by the notebook of that name: 05 blends them, 06 explains them, `make
+# kaggle-run-all` pushes them as kernels before 05, `make weights` fetches their backbones.
+MODEL_RUNS = ("03_xception", "04_efficientnetb7")
+
+
 def series_notebooks() -> list[str]:
     """The series' notebooks in run order: the NN_topic names of notebooks/NN_*.py."""
     return sorted(path.stem for path in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))

@@ -10,8 +10,7 @@ import keras
 import numpy as np
 
 from lib import NUM_CLASSES
-
-TTA_TRANSFORMS = ("identity", "hflip", "crop", "crop_hflip", "zoom_out", "brightness", "darkness")
+from lib.choices import TTA_TRANSFORMS
 
 
 def _center_crop(batch: np.ndarray, keep: float) -> np.ndarray:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "plateau", "cosine", "onecycle", "cyclic")
+from lib.choices import OPTIMIZERS, SCHEDULES
+
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 

@@ -1,4 +1,4 @@
-"""Submission files: validate against sample-submission.csv, write atomically, score; lib.kaggle.submit uploads."""
+"""Submission files: validate against sample-submission.csv, write atomically, score; tools.kaggle.submit uploads."""
 
 from __future__ import annotations
 

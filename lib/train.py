@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -14,181 +12,20 @@ import numpy as np
 import pandas as pd
 
 from lib import NUM_CLASSES
+from lib.callbacks import (
+    BestWeights,
+    CallbackState,
+    EpochInfo,
+    EpochRandomness,
+    StageBackup,
+    TimeBudget,
+    load_weights_without_optimizer,
+    save_weights_atomic,
+)
+from lib.choices import Stage, parse_stages
 from lib.models import set_trainable
 from lib.runs import RunRecord, read_json, write_json
 from lib.schedules import make_optimizer, make_schedule
-
-
-@dataclass
-class Stage:
-    """One training stage. `trainable`: 'head', 'all', top N layers (int), a fraction (float) or 'from:<layer>'."""
-
-    name: str
-    trainable: str | int | float = "head"
-    epochs: int = 1
-    image_size: int = 224
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    schedule_options: dict = field(default_factory=dict)
-    weight_decay: float = 0.0
-    batch_size: int | None = None  # None: the notebook's batch_size
-    augment: str | None = None  # None: the notebook's augment preset
-    pseudo_labels: bool = False  # also train on the confident test rows the ensemble labelled
-
-
-def parse_stages(stages: list[dict]) -> list[Stage]:
-    """Stage dicts from the parameters cell -> Stage objects, with a clear error for a misspelt key."""
-    known = {f.name for f in dataclasses.fields(Stage)}
-    parsed = []
-    for index, spec in enumerate(stages):
-        unknown = set(spec) - known
-        if unknown:
-            raise ValueError(f"stages[{index}] has unknown key(s) {sorted(unknown)}; valid keys: {sorted(known)}")
-        parsed.append(Stage(**{"name": f"stage{index + 1}", **spec}))
-    if not parsed:
-        raise ValueError("stages is empty: give at least one stage")
-    return parsed
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop cleanly when the next epoch, estimated from the epochs seen so far, would end past `deadline`.
-
-    The first epoch includes graph tracing, so once later epochs exist the estimate uses those. After the fit's
-    last epoch there is nothing to stop: the stage ends finished, and `out_of_time` tells train_stages not to
-    start the next one.
-    """
-
-    def __init__(self, deadline: float | None, clock=time.time):
-        super().__init__()
-        self.deadline, self.clock = deadline, clock
-        self.durations: list[float] = []
-        self.stopped = False  # stopped the fit before its last epoch: the stage is unfinished
-        self.out_of_time = False  # another epoch would pass the deadline
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = self.clock()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.durations.append(self.clock() - self._started)
-        if self.deadline is None:
-            return
-        recent = self.durations[1:] or self.durations
-        if self.clock() + float(np.median(recent)) > self.deadline:
-            self.out_of_time = True
-            if epoch + 1 >= (self.params or {}).get("epochs", float("inf")):
-                return  # the stage's last epoch: it is finished, so no backup kept and nothing to resume
-            self.stopped = True
-            self.model.stop_training = True
-            print(f"Time budget: the next epoch (~{np.median(recent):.0f} s) would pass the deadline; stopping.")
-
-
-class EpochInfo(keras.callbacks.Callback):
-    """Adds stage, image size, learning rate and epoch seconds to the logs that CSVLogger writes."""
-
-    def __init__(self, stage: Stage, index: int):
-        super().__init__()
-        self.stage, self.index = stage, index
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        optimizer = self.model.optimizer
-        logs.update(
-            stage=self.index + 1,
-            image_size=self.stage.image_size,
-            lr=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-            seconds=round(time.time() - self._started, 1),
-        )
-
-
-# Keras 3's save_weights also writes the compiled optimizer's variables (Adam: two per weight, so the file
-# triples). `objects_to_skip` leaves them out: a keyword that the public keras.saving.save_weights and
-# Model.load_weights pass on to keras.src.saving.saving_lib (Keras 3.10 to 3.15) but do not document. Both uses
-# are here; tests/test_resume.py::test_checkpoints_hold_the_weights_without_the_optimizer fails if it stops working.
-def save_weights_without_optimizer(model: keras.Model, path: Path) -> None:
-    """The model's weights alone, without its optimizer's state (that lives only in a stage's resume backup)."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        model.save_weights(path)  # not compiled: nothing to leave out
-    else:
-        keras.saving.save_weights(model, path, objects_to_skip=[optimizer])
-
-
-def load_weights_without_optimizer(model: keras.Model, path: Path) -> None:
-    """Load weights into `model` and leave its optimizer as it is, without Keras's "Skipping variable loading for
-    optimizer" warning (the file may or may not hold an optimizer's state)."""
-    optimizer = getattr(model, "optimizer", None)
-    model.load_weights(path, objects_to_skip=None if optimizer is None else [optimizer])
-
-
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    """The model's weights (no optimizer state) to a temp file, then rename: a full disk or a kill never breaks
-    the previous file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
-    try:
-        save_weights_without_optimizer(model, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(
-            f"Could not write the checkpoint {path} ({err.strerror or err}); the previous one is "
-            f"intact. Free some disk space and rerun to resume."
-        ) from err
-
-
-class BestWeights(keras.callbacks.Callback):
-    """Best-only checkpoint on a monitored metric across all stages, written atomically.
-
-    Unlike ModelCheckpoint it renames a finished temp file over the old one, so a full disk or a kill
-    mid-write never leaves a broken best.weights.h5.
-    """
-
-    def __init__(self, path: Path, best: float | None, monitor: str = "val_accuracy"):
-        super().__init__()
-        self.path, self.best, self.monitor = Path(path), best, monitor
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or (self.best is not None and value <= self.best):
-            return
-        save_weights_atomic(self.model, self.path)
-        self.best = float(value)
-        write_json(self.path.with_name("best.json"), {"epoch": epoch + 1, self.monitor: self.best})
-
-
-class StageBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore with two generations of backups (weights and optimizer state each); a backup broken by a
-    kill mid-write (and no older one to fall back on) restarts the stage instead of stopping the run. A finished
-    stage's backup is deleted. When `budget` stopped the stage, the latest backup is kept, so the next run (a new
-    session, a larger budget) carries on with the next epoch."""
-
-    def __init__(self, backup_dir, budget: TimeBudget | None = None):
-        super().__init__(backup_dir, double_checkpoint=True)
-        self.budget = budget
-
-    def on_train_end(self, logs=None):
-        if self.budget is not None and self.budget.stopped:
-            # Unfinished: keep the backup to resume from. A clean stop wrote it whole, so the older generation
-            # (kept against a kill mid-write) is only disk: drop it.
-            for path in (self._prev_weights_path, self._prev_training_metadata_path):
-                Path(path).unlink(missing_ok=True)
-            return
-        super().on_train_end(logs)
-
-    def on_train_begin(self, logs=None):
-        try:
-            super().on_train_begin(logs)
-        except (OSError, ValueError) as err:
-            print(
-                f"The backup in {self.backup_dir} is incomplete ({err.__class__.__name__}); "
-                f"restarting this stage from its first epoch."
-            )
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
-            self.model._initial_epoch = None
-
 
 OUT_OF_MEMORY_MARKERS = ("resourceexhausted", "resource_exhausted", "out of memory", "oom when allocating")
 
@@ -396,69 +233,103 @@ def lr_per_step(plan: list[StagePlan]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# ---------------------------------------------------------------- reproducible resumes
-SEED_STATE_NAME = "seed_generator_state"  # the Keras variable behind every layer-level RNG (Dropout, Random*)
-EPOCH_STRIDE = 1 << 16  # RNG counter space per epoch: more steps than any epoch takes
+def restore_finished(model: keras.Model, run: RunRecord, plan: list[StagePlan]) -> int:
+    """How many stages, from the first, `run` already finished; the weights the last of them ended with are loaded
+    into `model` (a stage appended to a finished run starts from its best weights, and says so)."""
+    finished = finished_stages(run, len(plan))
+    if finished:
+        start = carry_on_weights(run)
+        if finished < len(plan) and start.name != "last_stage.weights.h5":
+            print(f"Stage {finished + 1} starts from the best weights of stages 1-{finished} ({start.name}).")
+        load_weights_without_optimizer(model, start)
+    return finished
 
 
-def reseed_model(model: keras.Model, seed: int, epoch: int) -> int:
-    """Set every SeedGenerator in `model` (Dropout, stochastic depth, Keras augmentation layers) to a state
-    drawn from (seed, generator, epoch) alone. Keras does not save these states with the weights, so without
-    this a resumed epoch would draw other dropout masks than the uninterrupted one. Returns the count."""
-    states = [v for v in model.variables if v.name == SEED_STATE_NAME]
-    for ordinal, state in enumerate(states):
-        base = (int(seed) * 1_000_003 + ordinal) % (1 << 31)
-        state.assign(np.array([base, int(epoch) * EPOCH_STRIDE], dtype=keras.backend.standardize_dtype(state.dtype)))
-    return len(states)
+def stage_callbacks(
+    stage_plan: StagePlan, run: RunRecord, train_seq, settings: TrainSettings, best: float | None
+) -> tuple[list, BestWeights, TimeBudget]:
+    """The callbacks of one stage's fit, in the order they must run, with its checkpoint and time budget."""
+    index, stage = stage_plan.index, stage_plan.stage
+    budget = TimeBudget(settings.deadline)
+    checkpoint = BestWeights(run.path("best.weights.h5"), best)
+    stateful = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=settings.early_stopping_patience)]
+    if stage.schedule == "plateau":
+        stateful.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.3, patience=settings.plateau_patience, verbose=1
+            )
+        )
+    backup_dir = run.path(f"backup_stage_{index + 1}")
+    callbacks = [
+        EpochRandomness(train_seq, settings.seed),
+        EpochInfo(stage, index),
+        checkpoint,
+        *stateful,
+        CallbackState(stateful, backup_dir / "callback_state.json", stage_plan.first_epoch),
+        keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
+        budget,
+        # Last, so an epoch is backed up only after its row, checkpoint and counters are written.
+        StageBackup(str(backup_dir), budget),
+    ]
+    return callbacks, checkpoint, budget
 
 
-class EpochRandomness(keras.callbacks.Callback):
-    """Before each epoch, key all randomness to (seed, epoch): the input order and augmentation draws of the
-    training sequence (its `set_epoch`) and the model's own RNGs (`reseed_model`). A run killed and resumed then
-    draws exactly what the uninterrupted run drew. The epoch index is global, so it also tells stages apart."""
+def compile_and_fit(model: keras.Model, stage_plan: StagePlan, train_seq, val_seq, callbacks, settings, loss, weights):
+    """Compile for the stage (its optimizer and LR schedule) and fit its epochs; running out of accelerator memory
+    becomes a MemoryError that names the settings to change. Returns Keras's History."""
+    stage = stage_plan.stage
+    accumulation = settings.gradient_accumulation_steps
+    optimizer_options = {"gradient_accumulation_steps": accumulation} if accumulation and accumulation > 1 else {}
+    model.compile(
+        optimizer=make_optimizer(
+            stage.optimizer, stage_plan.schedule(), weight_decay=stage.weight_decay, **optimizer_options
+        ),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=settings.jit_compile,
+    )
+    model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
+    try:
+        return model.fit(
+            train_seq,
+            validation_data=val_seq,
+            epochs=stage_plan.first_epoch + stage.epochs,
+            initial_epoch=stage_plan.first_epoch,
+            # The sequence shuffles from (seed, epoch); Keras's own shuffle would reorder its batches with Python's
+            # global `random`, whose state depends on everything the process did before.
+            shuffle=False,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=settings.verbose,
+        )
+    except Exception as err:
+        message = explain_out_of_memory(err, stage_plan.batch_size, stage.image_size, stage_plan.replicas)
+        if message:
+            raise MemoryError(message) from err
+        raise
 
-    def __init__(self, sequence, seed: int):
-        super().__init__()
-        self.sequence, self.seed = sequence, int(seed)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        # Keras starts the input workers for this epoch only after the callbacks' on_epoch_begin.
-        if hasattr(self.sequence, "set_epoch"):
-            self.sequence.set_epoch(epoch)
-        reseed_model(self.model, self.seed, epoch)
-
-
-class CallbackState(keras.callbacks.Callback):
-    """Saves the counters of EarlyStopping / ReduceLROnPlateau after every epoch (into the stage's backup
-    folder) and puts them back when a stage resumes, so patience counts on as if the run had not stopped."""
-
-    ATTRIBUTES = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
-
-    def __init__(self, callbacks: list, path: Path, first_epoch: int):
-        super().__init__()
-        self.callbacks, self.path, self.first_epoch = callbacks, Path(path), first_epoch
-        self._states: dict | None = None  # epoch -> counters; read from the file once, on the first epoch
-
-    def _snapshot(self) -> dict:
-        return {
-            type(cb).__name__: {a: float(v) for a in self.ATTRIBUTES if (v := getattr(cb, a, None)) is not None}
-            for cb in self.callbacks
-        }
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._states is not None:
-            return
-        self._states = read_json(self.path) if self.path.exists() else {}
-        if epoch > self.first_epoch:
-            saved = self._states.get(str(epoch - 1), {})
-            for cb in self.callbacks:
-                for attribute, value in saved.get(type(cb).__name__, {}).items():
-                    setattr(cb, attribute, int(value) if attribute != "best" else value)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._states[str(epoch)] = self._snapshot()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, self._states)
+def stage_record(stage_plan: StagePlan, trainable: int, history, best, budget: TimeBudget, extra_rows: int,
+                 jit_compile: bool, seconds: float) -> dict:  # fmt: skip
+    """What stage_<k>.json and the stage table keep of one stage (the columns of STAGE_COLUMNS)."""
+    stage = stage_plan.stage
+    return {
+        "stage": stage_plan.index + 1,
+        "name": stage.name,
+        "trainable": stage.trainable,
+        "trainable_params": trainable,
+        "image_size": stage.image_size,
+        "batch_size": stage_plan.batch_size,
+        "global_batch_size": stage_plan.global_batch,
+        "lr": stage_plan.lr,
+        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_planned": stage.epochs,
+        "best_val_accuracy": best,
+        "stopped_by_budget": budget.stopped,
+        "pseudo_label_rows": extra_rows,
+        "jit_compile": bool(jit_compile),
+        "seconds": round(seconds, 1),
+    }
 
 
 def train_stages(
@@ -494,20 +365,13 @@ def train_stages(
                 f"Stage {stage_plan.index + 1} ({stage_plan.stage.name}) trains on pseudo-labels, but none were "
                 f"given: run 05_ensemble first (it writes pseudo_labels.csv) or remove the stage."
             )
-    best_path = run.path("best.weights.h5")
-    best_info = run.path("best.json")
+    best_path, best_info = run.path("best.weights.h5"), run.path("best.json")
     best = read_json(best_info)["val_accuracy"] if best_info.exists() else None
     records, stopped_by_budget = [], False
     weights = class_weights(train_df["Category"], settings.class_weight)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
-    # Stages already finished in this run folder are skipped; the weights they ended with carry on.
-    finished = finished_stages(run, len(plan))
+    finished = restore_finished(model, run, plan)
     last_weights = run.path("last_stage.weights.h5")
-    if finished:
-        start = carry_on_weights(run)
-        if finished < len(plan) and start != last_weights:
-            print(f"Stage {finished + 1} starts from the best weights of stages 1-{finished} ({start.name}).")
-        load_weights_without_optimizer(model, start)
     for stage_plan in plan:
         index, stage = stage_plan.index, stage_plan.stage
         done_path = run.path(f"stage_{index + 1}.json")
@@ -530,62 +394,14 @@ def train_stages(
             print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
         train_seq = make_sequence(stage_train, stage.image_size, stage_plan.global_batch, stage_plan.augment, True)
         val_seq = make_sequence(val_df, stage.image_size, stage_plan.global_batch, "none", False)
-        accumulation = settings.gradient_accumulation_steps
-        optimizer_options = {"gradient_accumulation_steps": accumulation} if accumulation and accumulation > 1 else {}
-        model.compile(
-            optimizer=make_optimizer(
-                stage.optimizer, stage_plan.schedule(), weight_decay=stage.weight_decay, **optimizer_options
-            ),
-            loss=loss,
-            metrics=["accuracy"],
-            jit_compile=settings.jit_compile,
-        )
         print(
             f"Stage {index + 1}/{len(plan)} ({stage.name}): trainable={stage.trainable!r}, "
             f"{trainable:,} trainable parameters, {stage.image_size}px, {stage_plan.describe_batch()}, "
             f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage_plan.lr:g} {stage.schedule}"
         )
-        budget = TimeBudget(settings.deadline)
-        checkpoint = BestWeights(best_path, best)
-        stateful = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=settings.early_stopping_patience)]
-        if stage.schedule == "plateau":
-            stateful.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.3, patience=settings.plateau_patience, verbose=1
-                )
-            )
-        backup_dir = run.path(f"backup_stage_{index + 1}")
-        callbacks = [
-            EpochRandomness(train_seq, settings.seed),
-            EpochInfo(stage, index),
-            checkpoint,
-            *stateful,
-            CallbackState(stateful, backup_dir / "callback_state.json", stage_plan.first_epoch),
-            keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
-            budget,
-            # Last, so an epoch is backed up only after its row, checkpoint and counters are written.
-            StageBackup(str(backup_dir), budget),
-        ]
+        callbacks, checkpoint, budget = stage_callbacks(stage_plan, run, train_seq, settings, best)
         started = time.time()
-        model._initial_epoch = None  # BackupAndRestore sets it per fit; don't let it leak into the next stage
-        try:
-            history = model.fit(
-                train_seq,
-                validation_data=val_seq,
-                epochs=stage_plan.first_epoch + stage.epochs,
-                initial_epoch=stage_plan.first_epoch,
-                # The sequence shuffles from (seed, epoch); Keras's own shuffle would reorder its batches with
-                # Python's global `random`, whose state depends on everything the process did before.
-                shuffle=False,
-                class_weight=weights,
-                callbacks=callbacks,
-                verbose=settings.verbose,
-            )
-        except Exception as err:
-            message = explain_out_of_memory(err, stage_plan.batch_size, stage.image_size, stage_plan.replicas)
-            if message:
-                raise MemoryError(message) from err
-            raise
+        history = compile_and_fit(model, stage_plan, train_seq, val_seq, callbacks, settings, loss, weights)
         best = checkpoint.best
         final = index == len(plan) - 1
         if budget.stopped:
@@ -594,33 +410,17 @@ def train_stages(
             print(f"Stage {index + 1} ({stage.name}) stopped by the time budget; rerun to carry on from its backup.")
         elif not final:  # the next stage starts from here; after the final one only the best weights count
             save_weights_atomic(model, last_weights)
-        record = {
-            "stage": index + 1,
-            "name": stage.name,
-            "trainable": stage.trainable,
-            "trainable_params": trainable,
-            "image_size": stage.image_size,
-            "batch_size": stage_plan.batch_size,
-            "global_batch_size": stage_plan.global_batch,
-            "lr": stage_plan.lr,
-            "epochs_run": len(history.history.get("loss", [])),
-            "epochs_planned": stage.epochs,
-            "best_val_accuracy": best,
-            "stopped_by_budget": budget.stopped,
-            "pseudo_label_rows": len(stage_train) - len(train_df),
-            "jit_compile": bool(model.jit_compile),
-            "seconds": round(time.time() - started, 1),
-        }
+        record = stage_record(stage_plan, trainable, history, best, budget, len(stage_train) - len(train_df),
+                              model.jit_compile, time.time() - started)  # fmt: skip
         records.append(record)
-        if not budget.stopped:
-            write_json(done_path, record)
-            if final:  # after the marker, so a kill in between still leaves the previous stage's end to redo from
-                last_weights.unlink(missing_ok=True)
-            elif budget.out_of_time:
-                print(f"Time budget: an epoch of stage {index + 2} would pass the deadline; rerun to carry on.")
-                stopped_by_budget = True
-                break
-        else:
+        if budget.stopped:
+            stopped_by_budget = True
+            break
+        write_json(done_path, record)
+        if final:  # after the marker, so a kill in between still leaves the previous stage's end to redo from
+            last_weights.unlink(missing_ok=True)
+        elif budget.out_of_time:
+            print(f"Time budget: an epoch of stage {index + 2} would pass the deadline; rerun to carry on.")
             stopped_by_budget = True
             break
     if best_path.exists():

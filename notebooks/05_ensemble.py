@@ -27,7 +27,7 @@ _before = set(globals())
 data_dir = ""
 profile = "full"
 run_name = "05_ensemble"
-models = ["03_xception", "04_efficientnetb7"]  # run folders under runs/<profile>/
+models = []  # run folders under runs/<profile>/; empty: every model run of the series (lib.paths.MODEL_RUNS)
 method = "arithmetic"  # arithmetic or geometric mean of probabilities
 search = "scipy"  # scipy (SLSQP on log-loss) or simplex (grid)
 submission_name = "submission"
@@ -44,7 +44,7 @@ params, data_dir, run = open_run(collect_params(globals(), _before))
 # (as `/kaggle/input/<slug>/runs/...` or `/kaggle/input/notebooks/<user>/<slug>/runs/...`).
 
 # %%
-run_folders = {name: paths.find_run_dir(profile, name) for name in models}
+run_folders = {name: paths.find_run_dir(profile, name) for name in models or paths.MODEL_RUNS}
 for name, folder in run_folders.items():
     print(f"{name}: run from {folder}")
 

@@ -1,11 +1,11 @@
-"""lib.bench: a tiny run prints every stage's row with its ratios and the replicas it feeds (no timing asserted)."""
+"""bench.pipeline: a tiny run prints every stage's row, its ratios and the replicas it feeds (no timing asserted)."""
 
 import re
 
 import numpy as np
 import pytest
 
-from lib import bench
+from bench import pipeline as bench
 
 
 def test_tiny_bench_prints_every_stage_with_ratios(capsys):

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from lib.choices import Stage
 from lib.distribute import (
     Device,
     DistributionPlan,
@@ -14,7 +15,7 @@ from lib.distribute import (
     resolve_precision,
     session_budget_minutes,
 )
-from lib.train import Stage, TrainSettings, plan_stages
+from lib.train import TrainSettings, plan_stages
 
 CPU = Device("cpu", "CPU", "/device:CPU:0")
 T4 = [Device("gpu", "Tesla T4", f"/device:GPU:{i}", 7.5) for i in range(2)]

@@ -148,7 +148,7 @@ def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
 def test_run_all_prints_a_short_transcript_and_logs_the_rest(tiny_run):
     """The whole series in a few dozen lines (it was ~300 on this profile): headers, stages, epochs, files written,
     one result line per notebook; no cell markers, C++ logs, kernel or tqdm warnings, figure reprs."""
-    from lib.notebook_run import NOISE
+    from tools.runner.execute import NOISE
 
     _, output_root, done = tiny_run
     transcript = (done.stdout + done.stderr).splitlines()
@@ -215,7 +215,7 @@ def test_bundled_ensemble_on_kaggle_blends_the_attached_model_runs(tiny_run, tmp
     env = kaggle_env(tmp_path)
     build = tmp_path / "build"
     args = ["build", "--notebook", "05_ensemble", "--id", "tester/sf-dl-cars-05-ensemble", "--out", str(build)]
-    built = run_module("lib.kaggle.kernel", *args, env=env)
+    built = run_module("tools.kaggle.kernel", *args, env=env)
     assert built.returncode == 0, built.stderr
     root = tmp_path / "kaggle"
     kernel_mount, competition_mount = KAGGLE_MOUNTS[layout]

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from lib.train import explain_out_of_memory, save_weights_atomic
+from lib.callbacks import save_weights_atomic
+from lib.train import explain_out_of_memory
 
 
 class ResourceExhaustedError(Exception):

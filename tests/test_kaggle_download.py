@@ -1,4 +1,5 @@
-"""`make data` (python -m lib.kaggle.download) with the fake kaggle CLI: download, unpack, verify, failures, secrets."""
+"""`make data` (python -m tools.kaggle.download) with the fake kaggle CLI: download, unpack, verify, failures,
+secrets."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_download_unpacks_and_verifies_then_second_run_does_nothing(tmp_path, se
     files, layout = served
     data = tmp_path / "data"
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files))
-    first = run_module("lib.kaggle.download", "--data-dir", str(data), env=env)
+    first = run_module("tools.kaggle.download", "--data-dir", str(data), env=env)
     assert first.returncode == 0, first.stderr
     assert sorted(downloads(env)) == ["sample-submission.csv", "test.zip", "train.csv", "train.zip"]
     for image_id, category in layout["train"]:
@@ -49,7 +50,7 @@ def test_download_unpacks_and_verifies_then_second_run_does_nothing(tmp_path, se
 
     # Second run: nothing fetched, no credentials needed, and it says so.
     again_env = kaggle_env(tmp_path, credentials=False, FAKE_KAGGLE_FILES=str(files))
-    second = run_module("lib.kaggle.download", "--data-dir", str(data), env=again_env)
+    second = run_module("tools.kaggle.download", "--data-dir", str(data), env=again_env)
     assert second.returncode == 0, second.stderr
     assert "nothing to do" in second.stdout
     assert len(downloads(again_env)) == 4
@@ -62,7 +63,7 @@ def test_partial_zip_on_disk_is_deleted_and_fetched_again(tmp_path, served):
     whole = (files / "train.zip").read_bytes()
     (data / "train.zip").write_bytes(whole[: len(whole) // 2])  # an interrupted earlier download
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files))
-    result = run_module("lib.kaggle.download", "--data-dir", str(data), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(data), env=env)
     assert result.returncode == 0, result.stderr
     assert "deleting it and downloading again" in result.stdout
     assert downloads(env).count("train.zip") == 1
@@ -74,7 +75,7 @@ def test_broken_download_is_fetched_again(tmp_path, served):
     files, _ = served
     data = tmp_path / "data"
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files), FAKE_KAGGLE_BROKEN="test.zip:1")
-    result = run_module("lib.kaggle.download", "--data-dir", str(data), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(data), env=env)
     assert result.returncode == 0, result.stderr
     assert downloads(env).count("test.zip") == 2
     assert len(list((data / "test_upload").iterdir())) == 4
@@ -84,7 +85,7 @@ def test_always_broken_zip_is_never_extracted(tmp_path, served):
     files, _ = served
     data = tmp_path / "data"
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files), FAKE_KAGGLE_BROKEN="train.zip")
-    result = run_module("lib.kaggle.download", "--data-dir", str(data), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(data), env=env)
     assert_one_clean_line(result, "train.zip arrived broken")
     assert not (data / "train").exists()
     assert not (data / "train.zip").exists()
@@ -97,14 +98,14 @@ def test_missing_image_fails_verification(tmp_path, served):
         for image_id in layout["test"][:-1]:
             z.writestr(f"test_upload/{image_id}", b"jpeg")
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files))
-    result = run_module("lib.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
     assert_one_clean_line(result, "1 of 4 test images listed in sample-submission.csv are missing", layout["test"][-1])
 
 
 def test_no_credentials_names_every_way_and_calls_nothing(tmp_path, served):
     files, _ = served
     env = kaggle_env(tmp_path, credentials=False, FAKE_KAGGLE_FILES=str(files))
-    result = run_module("lib.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
     assert_one_clean_line(
         result,
         "no Kaggle credentials",
@@ -129,7 +130,7 @@ def test_no_credentials_names_every_way_and_calls_nothing(tmp_path, served):
 def test_kaggle_failures_become_one_line(tmp_path, served, fail, needle):
     files, _ = served
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FILES=str(files), FAKE_KAGGLE_FAIL=fail)
-    result = run_module("lib.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
     assert_one_clean_line(result, needle)
     assert len(kaggle_calls(env)) == 1
 
@@ -141,13 +142,13 @@ def test_kaggle_json_readable_by_others_warns_without_the_key(tmp_path, served):
     config.mkdir()
     (config / "kaggle.json").write_text(json.dumps({"username": "tester", "key": SECRET_KEY}))
     (config / "kaggle.json").chmod(0o644)
-    result = run_module("lib.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(tmp_path / "data"), env=env)
     assert result.returncode == 0, result.stderr
     assert f"chmod 600 {config / 'kaggle.json'}" in result.stderr
     assert SECRET_KEY not in result.stdout + result.stderr
 
     (config / "kaggle.json").chmod(0o600)
-    quiet = run_module("lib.kaggle.download", "--data-dir", str(tmp_path / "data2"), env=env)
+    quiet = run_module("tools.kaggle.download", "--data-dir", str(tmp_path / "data2"), env=env)
     assert quiet.returncode == 0 and "chmod" not in quiet.stderr
 
 
@@ -160,7 +161,7 @@ def test_competition_bundle_already_downloaded_is_used_without_kaggle(tmp_path, 
         for name in ("train.csv", "sample-submission.csv", "train.zip", "test.zip"):
             bundle.write(files / name, name)
     env = kaggle_env(tmp_path, credentials=False)
-    result = run_module("lib.kaggle.download", "--data-dir", str(data), env=env)
+    result = run_module("tools.kaggle.download", "--data-dir", str(data), env=env)
     assert result.returncode == 0, result.stderr
     assert kaggle_calls(env) == []
     assert "3 train images and 4 test images, verified" in result.stdout

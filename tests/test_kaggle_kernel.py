@@ -1,4 +1,4 @@
-"""The Kaggle kernel bundle (python -m lib.kaggle.kernel): metadata, valid notebook, exact lib, a fake /kaggle run."""
+"""The Kaggle kernel bundle (python -m tools.kaggle.kernel): metadata, valid notebook, exact lib, a fake /kaggle run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lib.kaggle.kernel import BUNDLE_TAG, lib_sources
-from lib.kaggle.remote import READ_PATTERN
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
+from tools.kaggle.kernel import BUNDLE_TAG, lib_sources
+from tools.kaggle.remote import READ_PATTERN
 
 LIB = PROJECT_ROOT / "lib"
 TINY_NOTEBOOK = """\
@@ -25,10 +25,10 @@ TINY_NOTEBOOK = """\
 category = 3
 
 # %%
-import lib, lib.paths, lib.kaggle.cli
+import lib, lib.paths, lib.analysis.errors
 from lib.submission import read_sample_ids, write_submission
 print("lib from", lib.__file__)
-print("subpackage module from", lib.kaggle.cli.__file__)
+print("subpackage module from", lib.analysis.errors.__file__)
 assert lib.paths.on_kaggle()
 data_dir = lib.paths.resolve_data_dir()
 ids = read_sample_ids(data_dir / "sample-submission.csv")
@@ -38,7 +38,7 @@ write_submission(ids, [category] * len(ids), lib.paths.output_root() / "submissi
 
 def build(tmp_path, env, notebook, *extra) -> Path:
     out = tmp_path / "build"
-    result = run_module("lib.kaggle.kernel", "build", "--notebook", str(notebook), "--out", str(out), *extra, env=env)
+    result = run_module("tools.kaggle.kernel", "build", "--notebook", str(notebook), "--out", str(out), *extra, env=env)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -98,7 +98,7 @@ ACCELERATOR_FIELDS = {
 def test_accelerator_writes_exact_metadata_fields_and_is_named(tmp_path, tiny, accelerator, named):
     out = tmp_path / "build"
     args = ["build", "--notebook", str(tiny), "--out", str(out), "--accelerator", accelerator]
-    result = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    result = run_module("tools.kaggle.kernel", *args, env=kaggle_env(tmp_path))
     assert result.returncode == 0, result.stderr
     meta = json.loads((out / "kernel-metadata.json").read_text())
     assert {key: meta.get(key, None) for key in ACCELERATOR_FIELDS[accelerator]} == ACCELERATOR_FIELDS[accelerator]
@@ -109,7 +109,7 @@ def test_accelerator_writes_exact_metadata_fields_and_is_named(tmp_path, tiny, a
 def test_unknown_accelerator_fails_in_one_line(tmp_path, tiny):
     out = tmp_path / "build"
     args = ["build", "--notebook", str(tiny), "--out", str(out), "--accelerator", "cuda"]
-    result = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    result = run_module("tools.kaggle.kernel", *args, env=kaggle_env(tmp_path))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "invalid choice: 'cuda' (choose from 'gpu', 'tpu', 'none')" in result.stderr
     assert not (out / "kernel-metadata.json").exists()
@@ -119,7 +119,7 @@ def test_kernel_id_from_parameter_and_error_without_user(tmp_path, tiny):
     out = build(tmp_path, kaggle_env(tmp_path, credentials=False), tiny, "--id", "someone/my-cars-kernel")
     assert json.loads((out / "kernel-metadata.json").read_text())["id"] == "someone/my-cars-kernel"
     result = run_module(
-        "lib.kaggle.kernel",
+        "tools.kaggle.kernel",
         "build",
         "--notebook",
         str(tiny),
@@ -138,21 +138,37 @@ def test_embedded_lib_matches_the_sources_byte_for_byte(tmp_path, tiny):
     env = {"CARS_KAGGLE_ROOT": str(root), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     subprocess.run([sys.executable, "-"], input=cell, text=True, env=env, cwd=tmp_path, check=True, capture_output=True)
     written = files_under(root / "working" / "lib", "*")
-    sources = files_under(LIB, "*.py")
-    assert written == sources
-    assert {"kaggle/__init__.py", "kaggle/cli.py"} <= written.keys()  # subpackages travel with their folders
+    assert written == {name: (LIB / name).read_bytes() for name in written}
+    assert {"analysis/__init__.py", "analysis/errors.py"} <= written.keys()  # subpackages travel with their folders
+    assert "versions.py" in written and "train.py" not in written  # the bundle's own check, and only what is imported
 
 
-def test_bundle_takes_subpackages_and_leaves_hidden_folders_out(tmp_path):
+def test_bundle_takes_imported_subpackages_and_nothing_else(tmp_path):
     package = tmp_path / "lib"
-    (package / "kaggle" / "deeper").mkdir(parents=True)
+    (package / "sub" / "deeper").mkdir(parents=True)
     (package / ".ipynb_checkpoints").mkdir()
-    for name in ("__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py", ".ipynb_checkpoints/old-checkpoint.py"):
-        (package / name).write_text(f"# {name}\r\n")
-    (package / "notes.txt").write_text("not a module")
-    sources = lib_sources(package)
-    assert list(sources) == ["__init__.py", "kaggle/__init__.py", "kaggle/deeper/mod.py"]
-    assert sources["kaggle/deeper/mod.py"] == "# kaggle/deeper/mod.py\r\n"  # newlines untouched
+    modules = {
+        "__init__.py": "",
+        "versions.py": "",
+        "sub/__init__.py": "",
+        "sub/deeper/__init__.py": "",
+        "sub/deeper/mod.py": "def f():\r\n    from lib import helper\r\n",
+        "helper.py": "# imported inside a function\r\n",
+        "unused.py": "",
+        ".ipynb_checkpoints/old-checkpoint.py": "",
+    }
+    for name, text in modules.items():
+        (package / name).write_text(text)
+    sources = lib_sources("from lib.sub.deeper import mod\n", root=tmp_path)
+    assert sorted(sources) == [
+        "__init__.py",
+        "helper.py",
+        "sub/__init__.py",
+        "sub/deeper/__init__.py",
+        "sub/deeper/mod.py",
+        "versions.py",
+    ]
+    assert sources["helper.py"] == "# imported inside a function\r\n"  # newlines untouched
 
 
 def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
@@ -185,7 +201,7 @@ def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
     executed = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert f"lib from {root / 'working' / 'lib' / '__init__.py'}" in printed
-    assert f"subpackage module from {root / 'working' / 'lib' / 'kaggle' / 'cli.py'}" in printed
+    assert f"subpackage module from {root / 'working' / 'lib' / 'analysis' / 'errors.py'}" in printed
     frame = validate_submission(root / "working" / "submission.csv", read_sample_ids(data / "sample-submission.csv"))
     assert frame["Category"].tolist() == [7, 7]
 
@@ -197,16 +213,16 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_OUTPUT=str(kernel_output))
     out = build(tmp_path, env, tiny)
 
-    pushed = run_module("lib.kaggle.kernel", "push", "--out", str(out), env=env)
+    pushed = run_module("tools.kaggle.kernel", "push", "--out", str(out), env=env)
     assert pushed.returncode == 0, pushed.stderr
     assert "tester/sf-dl-cars-07-tiny pushed as version 1: https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny" in (
         pushed.stdout
     )
-    state = run_module("lib.kaggle.kernel", "status", "--out", str(out), env=env)
+    state = run_module("tools.kaggle.kernel", "status", "--out", str(out), env=env)
     assert (
         "tester/sf-dl-cars-07-tiny is COMPLETE (https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny)" in state.stdout
     )
-    fetched = run_module("lib.kaggle.kernel", "output", "--out", str(out), env=env)
+    fetched = run_module("tools.kaggle.kernel", "output", "--out", str(out), env=env)
     assert fetched.returncode == 0, fetched.stderr
     dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
     assert (dest / "submission.csv").read_text() == "Id,Category\n1.jpg,3\n"
@@ -220,7 +236,7 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
 
 
 def test_push_without_build_says_what_to_run(tmp_path):
-    result = run_module("lib.kaggle.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
+    result = run_module("tools.kaggle.kernel", "push", "--out", str(tmp_path / "nothing"), env=kaggle_env(tmp_path))
     assert result.returncode == 1 and "make kaggle-kernel" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -325,7 +341,7 @@ def test_weights_dataset_defaults_to_the_kernel_owner_without_a_user_and_refuses
         "someone/sf-dl-cars-keras-weights"
     ]
     args = ["build", "--notebook", str(tiny), "--out", str(tmp_path / "b2"), "--weights-dataset", "weights"]
-    refused = run_module("lib.kaggle.kernel", *args, env=kaggle_env(tmp_path))
+    refused = run_module("tools.kaggle.kernel", *args, env=kaggle_env(tmp_path))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip() == (
         "error: WEIGHTS_DATASET='weights' must look like `owner/lowercase-slug` (or `none`)"

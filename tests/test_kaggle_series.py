@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lib.kaggle import remote
-from lib.kaggle.cli import explain
-from lib.kaggle.series import parse_duration
 from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
+from tools.kaggle import remote
+from tools.kaggle.cli import explain
+from tools.kaggle.series import parse_duration
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
@@ -212,7 +212,7 @@ def test_timeout_stops_waiting_in_one_line(series):
     script.write_text(json.dumps(kernels))
     stopped = make(*args, "TIMEOUT=0")
     assert stopped.returncode != 0 and "Traceback" not in stopped.stderr
-    assert "stopped waiting after 0m00s (TIMEOUT=)" in stopped.stderr and "resumes waiting" in stopped.stderr
+    assert "stopped waiting after 0s (TIMEOUT=)" in stopped.stderr and "resumes waiting" in stopped.stderr
 
 
 def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series):
@@ -220,7 +220,7 @@ def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series):
     kernels = json.loads(script.read_text())
     kernels[IDS["03"]]["status"] = ["RUNNING"]
     script.write_text(json.dumps(kernels))
-    command = [sys.executable, "-m", "lib.kaggle.series", "--poll", "0.2", "--build-root", str(build)]
+    command = [sys.executable, "-m", "tools.kaggle.series", "--poll", "0.2", "--build-root", str(build)]
     proc = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -286,15 +286,23 @@ def test_status_lines_and_logs_are_parsed():
 @pytest.mark.parametrize(
     "fail, module_args, expected",
     [
-        ("404", ["lib.kaggle.kernel", "status", "--id", "tester/nope"], "Kaggle has no kernel tester/nope (HTTP 404)"),
-        ("403", ["lib.kaggle.series"], "Kaggle refused access (HTTP 403) to tester/sf-dl-cars-03-xception: it belongs"),
-        ("429:9", ["lib.kaggle.series"], "conflict or rate limit (HTTP 409/429) after 3 retries: wait a few minutes"),
-        ("quota", ["lib.kaggle.series"], "your weekly Kaggle GPU/TPU quota is used up (`kaggle quota` shows it"),
+        (
+            "404",
+            ["tools.kaggle.kernel", "status", "--id", "tester/nope"],
+            "Kaggle has no kernel tester/nope (HTTP 404)",
+        ),
+        (
+            "403",
+            ["tools.kaggle.series"],
+            "Kaggle refused access (HTTP 403) to tester/sf-dl-cars-03-xception: it belongs",
+        ),
+        ("429:9", ["tools.kaggle.series"], "conflict or rate limit (HTTP 409/429) after 3 retries: wait a few minutes"),
+        ("quota", ["tools.kaggle.series"], "your weekly Kaggle GPU/TPU quota is used up (`kaggle quota` shows it"),
     ],
 )
 def test_kaggle_failures_are_one_line(tmp_path, fail, module_args, expected):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL=fail, CARS_KAGGLE_RETRY_SECONDS="0")
-    extra = ["--poll", "0", "--build-root", str(tmp_path / "build")] if module_args[0] == "lib.kaggle.series" else []
+    extra = ["--poll", "0", "--build-root", str(tmp_path / "build")] if module_args[0] == "tools.kaggle.series" else []
     result = run_module(*module_args, *extra, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -303,14 +311,14 @@ def test_kaggle_failures_are_one_line(tmp_path, fail, module_args, expected):
 
 def test_conflicts_are_retried_then_go_through(tmp_path):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="409:2", CARS_KAGGLE_RETRY_SECONDS="0")
-    result = run_module("lib.kaggle.kernel", "status", "--id", IDS["03"], env=env)
+    result = run_module("tools.kaggle.kernel", "status", "--id", IDS["03"], env=env)
     assert result.returncode == 1  # the fake has no such kernel; what counts is that it got past the 409s
     assert result.stderr.count("Kaggle is busy (HTTP 409/429): retry") == 2
     assert [c["argv"][:2] for c in kaggle_calls(env)] == [["kernels", "status"]] * 3
 
 
 def test_no_credentials_is_one_line(tmp_path):
-    result = run_module("lib.kaggle.series", "--poll", "0", env=kaggle_env(tmp_path, credentials=False))
+    result = run_module("tools.kaggle.series", "--poll", "0", env=kaggle_env(tmp_path, credentials=False))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: no Kaggle credentials found: provide one of ~/.kaggle/kaggle.json")
 

@@ -1,4 +1,4 @@
-"""`make submit` / `make submissions` (python -m lib.kaggle.submit) with the fake kaggle CLI, on the real test ids."""
+"""`make submit` / `make submissions` (python -m tools.kaggle.submit) with the fake kaggle CLI, on the real test ids."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_valid_file_is_uploaded_with_the_message(tmp_path, real_data, good_lines
     env = kaggle_env(tmp_path)
     file = write(tmp_path / "sub.csv", good_lines)
     result = run_module(
-        "lib.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), "--message", "my try", env=env
+        "tools.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), "--message", "my try", env=env
     )
     assert result.returncode == 0, result.stderr
     [call] = uploads(env)
@@ -111,7 +111,7 @@ def _no_jpg(lines):
 def test_invalid_file_is_refused_and_never_uploaded(tmp_path, real_data, good_lines, corrupt, reason):
     env = kaggle_env(tmp_path)
     file = write(tmp_path / "sub.csv", corrupt(good_lines))
-    result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    result = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "refused, nothing was uploaded" in result.stderr and reason in result.stderr, result.stderr
@@ -129,12 +129,12 @@ def demo_data(tmp_path):
 def test_demo_submission_is_refused_unless_forced(tmp_path, demo_data):
     env = kaggle_env(tmp_path)
     file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
-    refused = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), env=env)
+    refused = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), env=env)
     assert refused.returncode == 1
     assert "demo's ids and Kaggle would reject it" in refused.stderr and "FORCE=1" in refused.stderr
     assert uploads(env) == []
 
-    forced = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    forced = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
     assert forced.returncode == 0, forced.stderr
     assert len(uploads(env)) == 1
 
@@ -143,7 +143,7 @@ def test_demo_submission_is_refused_unless_forced(tmp_path, demo_data):
 def test_demo_submission_against_real_ids_says_so(tmp_path, real_data):
     env = kaggle_env(tmp_path)
     file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
-    result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    result = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
     assert result.returncode == 1 and "demo-data submission" in result.stderr
     assert uploads(env) == []
 
@@ -158,7 +158,7 @@ def test_default_file_and_message_come_from_the_run_record(tmp_path, real_data, 
     (record / "metrics.json").write_text(
         json.dumps({"val_accuracy": 0.97125, "models": ["03_xception", "04_efficientnetb7"], "profile": "full"})
     )
-    result = run_module("lib.kaggle.submit", "--data-dir", str(real_data), env=env)
+    result = run_module("tools.kaggle.submit", "--data-dir", str(real_data), env=env)
     assert result.returncode == 0, result.stderr
     message = message_of(uploads(env)[0])
     for part in (
@@ -174,7 +174,7 @@ def test_default_file_and_message_come_from_the_run_record(tmp_path, real_data, 
 def test_missing_credentials_are_reported_before_upload(tmp_path, demo_data):
     env = kaggle_env(tmp_path, credentials=False)
     file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
-    result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    result = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
     assert result.returncode == 1 and "no Kaggle credentials" in result.stderr and "KAGGLE_API_TOKEN" in result.stderr
     assert kaggle_calls(env) == []
 
@@ -182,7 +182,7 @@ def test_missing_credentials_are_reported_before_upload(tmp_path, demo_data):
 def test_rules_not_accepted_on_upload(tmp_path, demo_data):
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="403")
     file = write(tmp_path / "demo-sub.csv", ["Id,Category", "1.jpg,3", "2.jpg,4"])
-    result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
+    result = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(demo_data), "--force", env=env)
     assert result.returncode == 1 and "https://www.kaggle.com/c/sf-dl-car-classification/rules" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -208,13 +208,13 @@ def test_list_appends_new_rows_and_keeps_history(tmp_path):
     )
     board = tmp_path / "fake-kaggle" / "working" / "submissions" / "leaderboard.csv"
     env = kaggle_env(tmp_path, FAKE_KAGGLE_SUBMISSIONS=str(first))
-    result = run_module("lib.kaggle.submit", "list", env=env)
+    result = run_module("tools.kaggle.submit", "list", env=env)
     assert result.returncode == 0, result.stderr
     assert "pending one" in result.stdout and "(2 new)" in result.stdout and "Warning" not in result.stdout
     assert kaggle_calls(env)[0]["argv"] == ["competitions", "submissions", "-c", "sf-dl-car-classification", "--csv"]
 
     env["FAKE_KAGGLE_SUBMISSIONS"] = str(second)
-    result = run_module("lib.kaggle.submit", "list", env=env)
+    result = run_module("tools.kaggle.submit", "list", env=env)
     assert result.returncode == 0, result.stderr
     history = pd.read_csv(board, dtype=str, keep_default_na=False)
     assert history["ref"].tolist() == ["13", "12", "11"]
@@ -224,7 +224,7 @@ def test_list_appends_new_rows_and_keeps_history(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_targets_through_kaggle_mk(tmp_path, demo_data):
-    """kaggle.mk as the Makefile includes it: help lines, and FILE=/MSG=/FORCE= reach lib.kaggle.submit intact."""
+    """kaggle.mk as the Makefile includes it: help lines, and FILE=/MSG=/FORCE= reach tools.kaggle.submit intact."""
     from tests.kaggle_fixtures import kaggle_make
 
     env = kaggle_env(tmp_path)
@@ -252,7 +252,7 @@ def test_message_finds_the_run_by_its_submission_name(tmp_path, real_data, good_
     record.mkdir(parents=True)
     (record / "params.json").write_text(json.dumps({"submission_name": "xception", "profile": "full"}))
     (record / "metrics.json").write_text(json.dumps({"val_accuracy": 0.95, "model": "xception"}))
-    result = run_module("lib.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
+    result = run_module("tools.kaggle.submit", "--file", str(file), "--data-dir", str(real_data), env=env)
     assert result.returncode == 0, result.stderr
     assert message_of(uploads(env)[0]).startswith("03_xception (xception) | profile full | val_acc 0.9500 | git ")
 
@@ -267,13 +267,13 @@ def test_a_kaggle_made_file_with_only_the_demo_locally_is_checked_against_the_re
     file = write(tmp_path / "kaggle" / "submission.csv", good_lines)
     cache = tmp_path / "data"
     args = ["--file", str(file), "--data-dir", str(demo_data), "--sample-dir", str(cache)]
-    done = run_module("lib.kaggle.submit", *args, env=env)
+    done = run_module("tools.kaggle.submit", *args, env=env)
     assert done.returncode == 0, done.stderr
     assert f"is the offline demo: fetching the competition's sample-submission.csv into {cache}/" in done.stdout
     assert (cache / "sample-submission.csv").read_bytes() == REAL_SAMPLE.read_bytes()
     assert len(uploads(env)) == 1 and uploads(env)[0]["uploaded"] == file.read_text()
 
-    again = run_module("lib.kaggle.submit", *args, env=env)  # the cached copy: no second download
+    again = run_module("tools.kaggle.submit", *args, env=env)  # the cached copy: no second download
     assert again.returncode == 0, again.stderr
     downloads = [c for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "download"]]
     assert len(downloads) == 1 and len(uploads(env)) == 2
@@ -284,7 +284,7 @@ def test_a_kaggle_made_file_offline_with_only_the_demo_says_how_to_check_it(tmp_
     env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="network")
     file = write(tmp_path / "kaggle" / "submission.csv", good_lines)
     args = ["--file", str(file), "--data-dir", str(demo_data), "--sample-dir", str(tmp_path / "data")]
-    result = run_module("lib.kaggle.submit", *args, env=env)
+    result = run_module("tools.kaggle.submit", *args, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip()
     assert line.startswith("error: refused, nothing was uploaded: the data folder in use") and "\n" not in line

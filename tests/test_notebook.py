@@ -3,15 +3,17 @@
 import pytest
 
 from lib import params as P
+from lib.choices import ParamError
 from lib.notebook import apply_profile_of_data, collect_params
 from lib.paths import PROJECT_ROOT
+from tools.runner.check import parameters_cell
 
 XCEPTION = PROJECT_ROOT / "notebooks" / "03_xception.py"
 
 
 def cell_namespace(data_dir, history_after=()) -> tuple[dict, set, str]:
     """Globals as a kernel holds them after 03's parameters cell ran, pointed at `data_dir`."""
-    cell = P.parameters_cell(XCEPTION)
+    cell = parameters_cell(XCEPTION)
     namespace = {"In": ["", "from lib import experiment", cell, *history_after]}
     before = set(namespace)
     exec(cell, namespace)  # the cell assigns literals only
@@ -66,6 +68,6 @@ def test_a_profile_naming_an_unknown_parameter_stops_the_run(tmp_path):
     (profiles / "demo" / "03_xception.yaml").write_text("batch_sise: 8\n")
     namespace, _, _ = cell_namespace(demo_like(tmp_path / "demo"))
     params = {k: v for k, v in namespace.items() if k != "In"}
-    with pytest.raises(P.ParamError, match="unknown parameter 'batch_sise'; did you mean 'batch_size'"):
+    with pytest.raises(ParamError, match="unknown parameter 'batch_sise'; did you mean 'batch_size'"):
         apply_profile_of_data(namespace, params, profiles)
     assert namespace["batch_size"] == 32  # nothing applied

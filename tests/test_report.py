@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from lib import report
 from tests.report_browser import check_report
+from tools import report
 
 
 def png_bytes(width: int, height: int, colour=(200, 30, 30)) -> bytes:
@@ -107,9 +107,9 @@ def test_report_opens_in_a_browser_with_images_links_and_numbers(runs_tree, tmp_
     table = {row[0]: row for row in seen["table"]}
     assert set(table) == {"01_eda", "03_xception", "04_efficientnetb7", "05_ensemble"}
     # notebook, model, no TTA, TTA, epochs, time, budget, commit, started, public score, figures
-    assert table["03_xception"][1:8] == ["xception", "0.8125", "0.8438", "9", "2 min 05 s", "no", "abc1234"]
+    assert table["03_xception"][1:8] == ["xception", "0.8125", "0.8438", "9", "2m05s", "no", "abc1234"]
     assert table["03_xception"][9] == "0.87654"  # its profile's latest scored submission, not full's or a pending one
-    assert table["04_efficientnetb7"][4:7] == ["7", "2 min 05 s", "yes"]
+    assert table["04_efficientnetb7"][4:7] == ["7", "2m05s", "yes"]
     assert table["04_efficientnetb7"][9] == "—"  # never submitted
     assert table["05_ensemble"][1:3] == ["ensemble (03_xception 0.75, 04_efficientnetb7 0.25)", "—"]
     assert table["05_ensemble"][3] == "0.8750" and table["05_ensemble"][9] == "0.91234"
@@ -125,7 +125,7 @@ def test_report_without_figures_or_leaderboard(tmp_path):
     index = report.build_report("tiny", runs, tmp_path / "out", tmp_path / "no-leaderboard.csv")
     text = index.read_text()
     assert '<a href="03_xception.html">03_xception</a>' in text and "Figures</h2>" not in text
-    assert text.count("<td") == 11 and text.count(">—<") == 9 and ">3 s<" in text  # papermill's duration
+    assert text.count("<td") == 11 and text.count(">—<") == 9 and ">3s<" in text  # papermill's duration
 
 
 def test_report_cli_says_what_is_missing(tmp_path, capsys):

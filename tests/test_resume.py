@@ -8,17 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from lib.callbacks import CallbackState, load_weights_without_optimizer, reseed_model, save_weights_atomic
 from lib.paths import PROJECT_ROOT
 from lib.runs import RESUME_SAFE, RunRecord
-from lib.train import (
-    CallbackState,
-    TrainSettings,
-    load_weights_without_optimizer,
-    lr_per_step,
-    plan_stages,
-    reseed_model,
-    save_weights_atomic,
-)
+from lib.train import TrainSettings, lr_per_step, plan_stages
 
 
 def notebook_parameters(name: str) -> dict:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from lib import NUM_CLASSES
+from lib.callbacks import TimeBudget
 from lib.runs import RunRecord, read_json, write_json
 from lib.train import (
     STAGE_COLUMNS,
-    TimeBudget,
     TrainResult,
     TrainSettings,
     carry_on_weights,
@@ -264,7 +264,7 @@ def test_broken_backup_restarts_the_stage(tmp_path):
     """A kill during the first backup write leaves a broken file: the stage starts over instead of crashing."""
     import keras
 
-    from lib.train import StageBackup
+    from lib.callbacks import StageBackup
 
     backup = tmp_path / "backup_stage_1"
     backup.mkdir()
@@ -283,7 +283,7 @@ def test_a_budget_stop_keeps_the_backup_to_carry_on(tmp_path):
     older generation, which only guards against a kill mid-write); finished, the backup goes."""
     import keras
 
-    from lib.train import StageBackup
+    from lib.callbacks import StageBackup
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")

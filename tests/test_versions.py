@@ -93,7 +93,7 @@ def run_bundled(tmp_path, pythonpath: str):
     pytest.importorskip("papermill")
     import nbformat
 
-    from lib.kaggle.kernel import build_notebook
+    from tools.kaggle.kernel import build_notebook
 
     source = tmp_path / "07_versions.py"
     source.write_text(NOTEBOOK)

@@ -194,13 +194,13 @@ def test_missing_weights_error_says_when_places_are_unset_or_absent(tmp_path, mo
 
 
 def test_needed_backbones_are_read_from_the_notebooks_and_profiles():
-    from lib.kaggle.weights import needed_backbones
+    from tools.kaggle.weights import needed_backbones
 
     assert needed_backbones() == ["xception", "efficientnetb7"]
 
 
 def test_a_profile_may_change_the_backbone_and_weights_none_needs_nothing(tmp_path):
-    from lib.kaggle.weights import needed_backbones
+    from tools.kaggle.weights import needed_backbones
 
     notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
     (notebooks).mkdir()
@@ -216,13 +216,13 @@ def test_a_profile_may_change_the_backbone_and_weights_none_needs_nothing(tmp_pa
     }.items():
         (profiles / profile).mkdir(parents=True)
         (profiles / profile / "03_model.yaml").write_text(text)
-    assert needed_backbones(notebooks, profiles) == ["xception", "mobilenetv3small"]
+    assert needed_backbones(notebooks, profiles, ["03_model"]) == ["xception", "mobilenetv3small"]
 
     (profiles / "fast" / "03_model.yaml").write_text("backbone: resnet9000\n")
-    from lib.kaggle.weights import WeightsError
+    from tools.kaggle.weights import WeightsError
 
     with pytest.raises(WeightsError, match=r"^03_model.py or its profiles: Unknown backbone 'resnet9000'"):
-        needed_backbones(notebooks, profiles)
+        needed_backbones(notebooks, profiles, ["03_model"])
 
 
 # ---------------------------------------------------------------- make weights
@@ -278,7 +278,7 @@ def test_a_download_that_fails_kerass_hash_check_is_refused_and_removed(tmp_path
         "import shutil, sys\n"
         "import keras.src.utils.file_utils as file_utils\n"
         f"file_utils.urlretrieve = lambda url, target, hook=None: shutil.copyfile({str(junk)!r}, target)\n"
-        "from lib.kaggle.weights import main\n"
+        "from tools.kaggle.weights import main\n"
         "sys.exit(main(['download']))\n"
     )
     env = weights_env(tmp_path, **NO_NETWORK)
@@ -359,7 +359,7 @@ def test_make_kaggle_weights_to_another_dataset(tmp_path, local_weights):
 
 
 def test_staging_copies_when_hard_links_fail(tmp_path, monkeypatch):
-    from lib.kaggle.weights import METADATA_FILE, stage
+    from tools.kaggle.weights import METADATA_FILE, stage
 
     source = place(tmp_path / "src" / B7_FILE, b"weights")
 

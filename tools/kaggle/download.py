@@ -12,9 +12,9 @@ import pandas as pd
 
 from lib import COMPETITION
 from lib.data import DataError, prepare_data_dir
-from lib.kaggle.cli import KaggleError, run
 from lib.paths import DATA_ROOT
 from lib.runs import atomic_path
+from tools.kaggle.cli import KaggleError, run
 
 CSV_FILES = ("train.csv", "sample-submission.csv")
 # zip name -> the folder it unpacks to

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.kaggle import remote
-from lib.kaggle.cli import NO_KERNEL, KaggleError, require_credentials, run
-from lib.kaggle.kernel import (
+from lib.paths import MODEL_RUNS
+from lib.runs import read_json, write_json
+from tools.kaggle import remote
+from tools.kaggle.cli import NO_KERNEL, KaggleError, require_credentials, run
+from tools.kaggle.kernel import (
     ACCELERATORS,
     BUILD_DIR,
     DEFAULT_ACCELERATOR,
@@ -25,9 +27,7 @@ from lib.kaggle.kernel import (
     output_dir,
     push_folder,
 )
-from lib.runs import read_json, write_json
 
-MODEL_NOTEBOOKS = ("03_xception", "04_efficientnetb7")
 ENSEMBLE_NOTEBOOK = "05_ensemble"
 ENSEMBLE_ACCELERATOR = "none"  # 05 only blends probabilities: no GPU quota spent
 DEFAULT_TIMEOUT = "13h"  # above Kaggle's 12 h session limit, so a kernel ends before the wait does
@@ -143,9 +143,9 @@ def run_all(
     """The series on Kaggle, resumable: returns the folder holding 05's downloaded output."""
     timeout_s = parse_duration(timeout)
     require_credentials()
-    model_ids = [kernel_id(name, None) for name in MODEL_NOTEBOOKS]
+    model_ids = [kernel_id(name, None) for name in MODEL_RUNS]
     polled, bundles = [], []
-    for name in MODEL_NOTEBOOKS:
+    for name in MODEL_RUNS:
         folder = build(name, None, build_root / name, internet, accelerator, weights_dataset=weights_dataset)
         polled.append(ensure_pushed(folder, say))
         bundles.append(f"{built_id(folder)}@{built_digest(folder)}")
@@ -176,8 +176,8 @@ def run_all(
     if not submission.is_file():
         raise KaggleError(f"{kid} completed but its output has no submission.csv; open {remote.url(kid)}")
     if submit:
-        from lib.kaggle.submit import submit as upload
         from lib.paths import resolve_data_dir
+        from tools.kaggle.submit import submit as upload
 
         say(upload(submission, resolve_data_dir(data_dir), message, force=False))
     else:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from lib import paths
 from lib.runs import read_json
+from tools.text import duration
 
 MISSING = "—"
 FIGURES = "figures"  # runs/<profile>/<notebook>/figures/<name>.png, copied to reports/<profile>/figures/<notebook>/
@@ -165,13 +166,6 @@ def _cell(value, numeric: bool = False, nowrap: bool = False) -> str:
     return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
 
 
-def _duration(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    minutes, rest = divmod(round(float(seconds)), 60)
-    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
-
-
 def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
 
@@ -199,10 +193,11 @@ def index_page(profile: str, rows: list[RunRow], runs: Path) -> str:
         accuracy = lambda v: None if v is None else f"{float(v):.4f}"
         budget = None if row.stopped_by_budget is None else ("yes" if row.stopped_by_budget else "no")
         figures = ", ".join(_link(f, Path(f).stem) for f in row.figures) or MISSING
+        seconds = None if row.seconds is None else duration(row.seconds)
         body.append(
             f'<tr id="run-{html.escape(row.name)}"><td>{notebook}</td>{_cell(row.model)}'
             f"{_cell(accuracy(row.val_accuracy_no_tta), True)}{_cell(accuracy(row.val_accuracy), True)}"
-            f"{_cell(row.epochs, True)}{_cell(_duration(row.seconds), True)}{_cell(budget)}"
+            f"{_cell(row.epochs, True)}{_cell(seconds, True)}{_cell(budget)}"
             f"{_cell(row.git_commit, nowrap=True)}{_cell(row.started, nowrap=True)}{_cell(row.public_score, True)}"
             f"<td>{figures}</td></tr>"
         )
@@ -253,7 +248,7 @@ def build_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.report", description=__doc__)
     parser.add_argument("profile", help="demo, full or tiny: the runs/<profile>/ to report on")
     parser.add_argument("--runs", type=Path, help="the run folders (default runs/<profile>)")
     parser.add_argument("--out", type=Path, help="where to write the site (default reports/<profile>)")

@@ -1,4 +1,4 @@
-"""`python -m lib.bench`: input-pipeline throughput (img/s) vs ImageDataGenerator and decode-only, same files."""
+"""`python -m bench.pipeline`: input-pipeline throughput (img/s) vs ImageDataGenerator and decode-only, same files."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def tta_passes(paths, size: int, batch: int, passes: int, workers: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
     parser.add_argument("--images", type=int, default=640, help="synthetic JPEGs to generate (default 640)")
     parser.add_argument("--size", type=int, default=299, help="target image size (default 299)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")

@@ -1,7 +1,6 @@
-"""Parameters are checked against the notebook's parameters cell before a kernel starts; failed runs keep the last
-good executed notebook."""
+"""tools.runner: parameters are checked against the notebook's parameters cell before a kernel starts (and inside
+it); a run's terminal stays quiet and its log keeps everything; a failed run keeps the last good executed notebook."""
 
-import importlib
 import logging
 import os
 import re
@@ -13,10 +12,12 @@ import nbformat
 import pytest
 import yaml
 
-from lib import notebook_run as R
-from lib import params as P
+from lib import choices
+from lib.choices import ParamError
 from lib.notebook import collect_params
 from lib.paths import PROJECT_ROOT, series_notebooks
+from tools.runner import check as C
+from tools.runner import execute as R
 
 NOTEBOOKS = series_notebooks()
 PROFILES = ["demo", "full", "tiny"]
@@ -25,7 +26,7 @@ XCEPTION = PROJECT_ROOT / "notebooks" / "03_xception.py"
 
 def params_cli(*args, cwd=PROJECT_ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "lib.params", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "tools.runner", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
     )
 
 
@@ -64,41 +65,50 @@ def test_bad_preset_value_stops_in_one_line(tmp_path):
 
 def test_values_inside_stages_are_checked(tmp_path):
     profile = demo_profile_with(tmp_path, replace=("schedule: onecycle", "schedule: one_cycle"))
-    with pytest.raises(P.ParamError, match=r"stages\[0\]: unknown schedule value 'one_cycle'; did you mean 'onecycle'"):
-        P.check(XCEPTION, profile)
+    with pytest.raises(ParamError, match=r"stages\[0\]: unknown schedule value 'one_cycle'; did you mean 'onecycle'"):
+        C.check_notebook(XCEPTION, profile)
     profile = demo_profile_with(tmp_path, replace=("image_size: 72", "image_szie: 72"))
-    with pytest.raises(P.ParamError, match=r"stages\[0\]: unknown parameter 'image_szie'; did you mean 'image_size'"):
-        P.check(XCEPTION, profile)
+    with pytest.raises(ParamError, match=r"stages\[0\]: unknown stage key 'image_szie'; did you mean 'image_size'"):
+        C.check_notebook(XCEPTION, profile)
 
 
 def test_every_shipped_profile_passes_and_merges_like_papermill():
     for profile in PROFILES:
         for name in NOTEBOOKS:
             path = PROJECT_ROOT / "profiles" / profile / f"{name}.yaml"
-            merged = P.check(
+            merged = C.check_notebook(
                 PROJECT_ROOT / "notebooks" / f"{name}.py", path, [["data_dir", "/d"], ["profile", profile]]
             )
             assert merged == {**(yaml.safe_load(path.read_text()) or {}), "data_dir": "/d", "profile": profile}
 
 
 def test_p_values_are_typed_as_papermill_types_them():
-    merged = P.check(XCEPTION, None, [["folds", "5"], ["weights", "None"], ["head_batchnorm", "False"]])
+    merged = C.check_notebook(XCEPTION, None, [["folds", "5"], ["weights", "None"], ["head_batchnorm", "False"]])
     assert merged == {"folds": 5, "weights": None, "head_batchnorm": False}
 
 
-def test_allowed_sets_read_without_importing_are_lib_s_own():
-    """Read with ast (no keras import): the same values as importing the modules that define them."""
-    for module, name in {**P.CHOICES, **P.STAGE_CHOICES}.values():
-        assert P.lib_constant(module, name) == tuple(getattr(importlib.import_module(f"lib.{module}"), name))
+def test_lib_checks_its_settings_against_the_same_sets_the_parameter_check_uses():
+    """One home for the choices: each module that validates a setting uses lib.choices' own set."""
+    from lib import augment, distribute, ensemble, predict, schedules
+
+    assert augment.PRESETS is choices.PRESETS and predict.TTA_TRANSFORMS is choices.TTA_TRANSFORMS
+    assert (distribute.STRATEGIES, distribute.LR_SCALINGS, distribute.PRECISIONS) == (
+        choices.STRATEGIES,
+        choices.LR_SCALINGS,
+        choices.PRECISIONS,
+    )
+    assert ensemble.BLEND_METHODS is choices.BLEND_METHODS and ensemble.SEARCHES is choices.SEARCHES
+    assert schedules.OPTIMIZERS is choices.OPTIMIZERS and schedules.SCHEDULES is choices.SCHEDULES
+    from lib.backbones import BACKBONES
     from lib.train import Stage
 
-    assert set(P.stage_keys()) == set(Stage.__dataclass_fields__)
+    assert tuple(BACKBONES) == choices.BACKBONES and Stage is choices.Stage
 
 
 def test_the_check_imports_no_keras():
     code = (
-        "import sys; from lib.params import check; "
-        f"check({str(XCEPTION)!r}, {str(PROJECT_ROOT / 'profiles/demo/03_xception.yaml')!r}); "
+        "import sys; from tools.runner.check import check_notebook; "
+        f"check_notebook({str(XCEPTION)!r}, {str(PROJECT_ROOT / 'profiles/demo/03_xception.yaml')!r}); "
         "print(sorted(m for m in ('keras', 'tensorflow', 'albumentations', 'scipy') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
@@ -108,13 +118,13 @@ def test_the_check_imports_no_keras():
 
 def test_collect_params_stops_on_an_injected_name_the_parameters_cell_lacks():
     """In a kernel, IPython's `In` holds the parameters cell, then the cell papermill injected after it."""
-    cell = P.parameters_cell(XCEPTION)
+    cell = C.parameters_cell(XCEPTION)
     namespace = {"In": ["", "from lib import experiment", cell, "# Parameters\nstagess = []\n"], "stagess": []}
-    with pytest.raises(P.ParamError, match="injected parameters: unknown parameter 'stagess'; did you mean 'stages'"):
+    with pytest.raises(ParamError, match="injected parameters: unknown parameter 'stagess'; did you mean 'stages'"):
         collect_params(namespace, {"In"})
     namespace = {"In": ["", cell, "# Parameters\nstages = []\n"], "stages": [], "augment": "light"}
     assert collect_params(namespace, {"In"}) == {"stages": [], "augment": "light"}
-    with pytest.raises(P.ParamError, match="unknown augment value 'mediumm'"):
+    with pytest.raises(ParamError, match="unknown augment value 'mediumm'"):
         collect_params({"augment": "mediumm"}, set())
 
 
@@ -142,7 +152,7 @@ def test_papermill_reads_every_parameter_without_a_warning(name, tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="papermill"):
         inferred = papermill.inspect_notebook(str(built))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-    assert set(inferred) == set(P.assigned_names(P.parameters_cell(source)))
+    assert set(inferred) == set(C.notebook_defaults(source))
     for profile in PROFILES:
         assert set(yaml.safe_load((PROJECT_ROOT / "profiles" / profile / f"{name}.yaml").read_text()) or {}) <= set(
             inferred
@@ -180,11 +190,11 @@ def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
     output = tmp_path / "runs" / "tiny.ipynb"
     failed = tmp_path / "runs" / "tiny.failed.ipynb"
 
-    assert params_cli("run", notebook, output, "-p", "fail", "False").returncode == 0
+    assert params_cli("execute", notebook, output, "-p", "fail", "False").returncode == 0
     good = output.read_text()
     assert "ran with fail = False" in good and not failed.exists()
 
-    done = params_cli("run", notebook, output, "-p", "fail", "True")
+    done = params_cli("execute", notebook, output, "-p", "fail", "True")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: notebook tiny failed (AssertionError: told to fail)")
@@ -194,14 +204,14 @@ def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
     assert output.read_text() == good
     assert "told to fail" in failed.read_text()
 
-    assert params_cli("run", notebook, output, "-p", "fail", "False").returncode == 0
+    assert params_cli("execute", notebook, output, "-p", "fail", "False").returncode == 0
     assert not failed.exists(), "a stale failed copy is removed once the notebook runs again"
     assert not output.with_suffix(".partial.ipynb").exists()
 
 
 def test_run_checks_before_a_kernel_starts(tmp_path):
     notebook = write_percent_notebook(tmp_path / "tiny.ipynb", TINY_NOTEBOOK)
-    done = params_cli("run", notebook, tmp_path / "out" / "tiny.ipynb", "-p", "fial", "True")
+    done = params_cli("execute", notebook, tmp_path / "out" / "tiny.ipynb", "-p", "fial", "True")
     assert_one_line_error(done, "'fial'", "did you mean 'fail'?")
     assert not (tmp_path / "out").exists()
 
@@ -229,7 +239,7 @@ params = collect_params(globals(), _before)
 
 
 def test_inside_the_kernel_an_injected_unknown_name_stops_the_notebook(tmp_path):
-    """Interactive or direct papermill use (no `lib.params run`): collect_params compares papermill's injected cell
+    """Interactive or direct papermill use (no `tools.runner`): collect_params compares papermill's injected cell
     with the parameters cell."""
     papermill = pytest.importorskip("papermill")
     notebook = write_percent_notebook(tmp_path / "checked.ipynb", KERNEL_CHECKED_NOTEBOOK)
@@ -357,7 +367,7 @@ def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
     notebook = write_percent_notebook(tmp_path / "noisy.ipynb", NOISY_NOTEBOOK)
     output = tmp_path / "runs" / "noisy.ipynb"
 
-    done = params_cli("run", notebook, output, "--cwd", tmp_path)
+    done = params_cli("execute", notebook, output, "--cwd", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", "the kernel's own stderr (C++ logs, start-up warnings) goes to the log"
     shown = done.stdout.splitlines()
@@ -372,7 +382,7 @@ def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
         assert kept in log
     assert "C++ straight to fd 2" in str(nbformat.read(output, as_version=4).cells), "the notebook holds it too"
 
-    verbose = params_cli("run", notebook, output, "--cwd", tmp_path, "--verbose")
+    verbose = params_cli("execute", notebook, output, "--cwd", tmp_path, "--verbose")
     assert verbose.returncode == 0, verbose.stderr
     for marker in ["Executing Cell 1", "Ending Cell 3", "Epoch 1/1\n", "<Figure size", "noisy: done in"]:
         assert marker in verbose.stdout + verbose.stderr

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from tools.text import duration
+
 # Kernel output that never asks anything of the user; it stays in the run's log file and the executed notebook.
 NOISE_PATTERNS = {
     "blank line": r"^\s*$",
@@ -175,16 +177,6 @@ def execute(notebook: Path, output: Path, parameters: dict, cwd: str | None, log
             for handler in handlers:
                 logger.removeHandler(handler)
     return lines.shown
-
-
-def duration(seconds: float) -> str:
-    """42s, 4m12s, 1h03m."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def written_files(lines: list[str], since: float, root: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
@@ -12,12 +11,12 @@ import sys
 from pathlib import Path
 
 from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights
-from lib.kaggle.cli import KaggleError, require_credentials, run, username
-from lib.paths import PROJECT_ROOT
+from lib.paths import MODEL_RUNS, PROJECT_ROOT
+from tools.kaggle.cli import KaggleError, require_credentials, run, username
+from tools.runner.check import notebook_defaults
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PROFILES_DIR = PROJECT_ROOT / "profiles"
-MODEL_NOTEBOOKS = "0[34]_*.py"  # the notebooks that build a backbone
 STAGE_DIR = PROJECT_ROOT / "build" / "kaggle-weights"
 METADATA_FILE = "dataset-metadata.json"  # what `kaggle datasets create/version -p DIR` reads (kaggle 2.2.5)
 # `kaggle datasets create` checks the slug first and, when it is taken, prints this (exit status 0) without uploading.
@@ -29,29 +28,15 @@ class WeightsError(RuntimeError):
     """What `make weights` or `make kaggle-weights` cannot do, with what to do about it in one line."""
 
 
-def notebook_defaults(notebook: Path) -> dict:
-    """The literal values assigned in the notebook's `parameters` cell."""
-    import jupytext
-
-    cells = jupytext.read(notebook, fmt="py:percent").cells
-    cell = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
-    values = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue  # not a literal: not one of the settings read here
-    return values
-
-
-def needed_backbones(notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR) -> list[str]:
-    """Every backbone that a model notebook builds with ImageNet weights: its defaults (what a Kaggle kernel runs)
-    and each profile's `backbone`/`weights` over them, in notebook order."""
+def needed_backbones(
+    notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR, model_runs=MODEL_RUNS
+) -> list[str]:
+    """Every backbone that a model notebook (lib.paths.MODEL_RUNS) builds with ImageNet weights: its defaults (what
+    a Kaggle kernel runs) and each profile's `backbone`/`weights` over them, in the series' order."""
     import yaml
 
     names: list[str] = []
-    for notebook in sorted(notebooks_dir.glob(MODEL_NOTEBOOKS)):
+    for notebook in (notebooks_dir / f"{name}.py" for name in model_runs):
         defaults = notebook_defaults(notebook)
         overrides = [yaml.safe_load(p.read_text()) or {} for p in sorted(profiles_dir.glob(f"*/{notebook.stem}.yaml"))]
         for settings in [{}, *overrides]:

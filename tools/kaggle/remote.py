@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.kaggle.cli import KaggleError, run
+from tools.kaggle.cli import KaggleError, run
+from tools.text import duration
 
 # kagglesdk's KernelWorkerStatus in kaggle 2.2.5; `kaggle kernels status` prints e.g. `KernelWorkerStatus.RUNNING`.
 PENDING = ("NEW_SCRIPT", "QUEUED", "RUNNING")
@@ -61,12 +62,6 @@ def status(kernel_id: str) -> KernelState:
     return parse_status(run("kernels", "status", kernel_id), kernel_id)
 
 
-def _elapsed(seconds: float) -> str:
-    minutes, _ = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{int(seconds) % 60:02d}s"
-
-
 class ProgressLine:
     """One status line: redrawn in place on a terminal, printed only when it changes otherwise (logs, make)."""
 
@@ -107,12 +102,12 @@ def wait(kernel_ids, timeout_s: float, poll_s: float, stream=None, clock=time.mo
                 if kernel_id not in states or not states[kernel_id].ended:
                     states[kernel_id] = status(kernel_id)
             summary = " | ".join(f"{kid.split('/')[1]} {states[kid].state}" for kid in kernel_ids)
-            line.show(f"Kaggle: {summary} (waited {_elapsed(clock() - start)})", summary)
+            line.show(f"Kaggle: {summary} (waited {duration(clock() - start)})", summary)
             if all(state.ended for state in states.values()):
                 return states
             if clock() - start >= timeout_s:
                 raise KaggleError(
-                    f"stopped waiting after {_elapsed(timeout_s)} (TIMEOUT=): {summary}; the kernels go on "
+                    f"stopped waiting after {duration(timeout_s)} (TIMEOUT=): {summary}; the kernels go on "
                     "running on Kaggle, and `make kaggle-run-all` resumes waiting without pushing again"
                 )
             sleep(poll_s)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from lib import COMPETITION
-from lib.kaggle.cli import KaggleError, run
-from lib.kaggle.download import fetch
 from lib.paths import DATA_ROOT, default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
 from lib.runs import git_commit, read_json, write_csv
 from lib.submission import SubmissionError, read_sample_ids, validate_submission
+from tools.kaggle.cli import KaggleError, run
+from tools.kaggle.download import fetch
 
 ENSEMBLE = "05_ensemble"
 SAMPLE = "sample-submission.csv"

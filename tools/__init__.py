@@ -1,0 +1,1 @@
+"""The toolbox beside `lib`: what make, the terminal and the tests run. `lib` never imports it."""

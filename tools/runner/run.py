@@ -1,0 +1,105 @@
+"""Run one notebook headless: check its parameters, execute it quietly, keep the last good run; for make, only
+when one of its inputs changed since its last success."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lib.paths import PROJECT_ROOT, runs_dir
+from tools.runner import inputs, stamp
+from tools.runner.check import check_notebook, notebook_defaults
+
+
+class NotebookFailed(RuntimeError):
+    """The notebook ran and stopped with an error; the message names its executed copy."""
+
+
+def execute_checked(
+    notebook: Path,
+    output: Path,
+    profile: Path | None,
+    pairs: list[list[str]],
+    cwd: str | None,
+    verbose: bool = False,
+) -> None:
+    """Check, then execute with papermill into `output` (tools.runner.execute: a cell bar and the lines worth
+    reading on the terminal, everything the kernel printed in <name>.log beside `output`; `verbose`: papermill's
+    full cell log), then print one result line. A failed run leaves the last good `output` in place and writes its
+    executed copy to <name>.failed.ipynb beside it; a successful one removes that stale copy."""
+    from tools.runner import execute
+
+    parameters = check_notebook(notebook, profile, pairs)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial, failed = output.with_suffix(".partial.ipynb"), output.with_suffix(".failed.ipynb")
+    log = output.with_suffix(".log")
+    started = time.time()
+    try:
+        shown = execute.execute(notebook, partial, parameters, cwd, log, verbose)
+    except BaseException as error:  # the kernel's error, a timeout or Ctrl-C: keep the last good run either way
+        copy = "nothing ran"
+        if partial.exists():
+            os.replace(partial, failed)
+            copy = f"The executed copy with the traceback: {failed}"
+        reason = f"{error.ename}: {str(error.evalue).strip()}" if hasattr(error, "ename") else f"{error!r}"
+        kept = f"; the last good run stays at {output}" if output.exists() else ""
+        raise NotebookFailed(
+            f"notebook {notebook.stem} failed ({reason.splitlines()[0]}). {copy}{kept}; all it printed: {log}"
+        ) from None
+    os.replace(partial, output)
+    failed.unlink(missing_ok=True)
+    print(execute.summary(notebook.stem, started, shown, output.parent, PROJECT_ROOT), flush=True)
+
+
+def current_inputs(name: str, profile: str, data_dir: Path, settings: dict[str, str]) -> dict:
+    """The fingerprint of what a run of `name` on this profile and data would depend on now."""
+    source = inputs.NOTEBOOKS_DIR / f"{name}.py"
+    profile_file = inputs.PROFILES_DIR / profile / f"{name}.yaml"
+    parameters = {
+        **notebook_defaults(source),
+        **check_notebook(source, profile_file if profile_file.is_file() else None),
+    }
+    files = inputs.notebook_inputs(name, profile, data_dir, runs_dir(), parameters)
+    return stamp.fingerprint(files, {"data": str(data_dir), "profile": profile, **settings})
+
+
+def describe_changes(changed: list[str] | None, limit: int = 3) -> str:
+    if changed is None:
+        return "never run here"
+    more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+    return f"{', '.join(changed[:limit])}{more} changed"
+
+
+def run_in_series(
+    name: str,
+    profile: str,
+    data_dir: Path,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    verbose: bool = False,
+    settings: dict[str, str] | None = None,
+) -> None:
+    """make's `NN_topic` target: run notebooks/<name>.ipynb into runs/<profile>/<name>/ unless its inputs are those
+    of its last success (`force` runs it anyway). `dry_run` (make -n) only says whether it would run, and why."""
+    folder = runs_dir() / profile / name
+    current = current_inputs(name, profile, Path(data_dir), settings or {})
+    changed = stamp.changes(folder, current)
+    if not force and changed == []:
+        print(f"== {name}: up to date, skipped (its inputs did not change; FORCE=1 reruns it) ==", flush=True)
+        return
+    why = "FORCE=1" if force else describe_changes(changed)
+    if dry_run:
+        print(f"== {name}: would run ({why}) ==", flush=True)
+        return
+    print(f"== {name}: profile {profile}, data {data_dir} ({why}) ==", flush=True)
+    execute_checked(
+        PROJECT_ROOT / "notebooks" / f"{name}.ipynb",
+        folder / f"{name}.ipynb",
+        inputs.PROFILES_DIR / profile / f"{name}.yaml",
+        [["data_dir", str(data_dir)], ["profile", profile]],
+        cwd=str(PROJECT_ROOT / "notebooks"),
+        verbose=verbose,
+    )
+    stamp.mark(folder, current)
