@@ -78,12 +78,6 @@ def make_jpegs(folder, count: int, seed: int = 0, start: int = 0) -> list[str]:
     return paths
 
 
-def _timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
 def _timed_with_cpu(function) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process): CPU per image stays meaningful when other programs
     share the cores, wall time does not."""
@@ -141,49 +135,29 @@ _TINY_MODELS: dict = {}
 
 def tta_passes(paths, size: int, batch: int, passes: int, workers: int) -> str:
     """Inference with TTA: lib.predict.predict_probs (decode once per batch, `passes` named transforms, average)
-    with a tiny conv model, so the figure is the input side of TTA plus a small model. Without lib.predict:
-    decode once and run `passes` medium-preset augmentations per image. Returns what was timed."""
-    try:
-        from lib.predict import TTA_TRANSFORMS, predict_probs
-    except ImportError:
-        predict_probs = None
-    if predict_probs is not None:
-        import keras
+    with a tiny conv model, so the figure is the input side of TTA plus a small model. Returns what was timed."""
+    import keras
 
-        from lib.pipeline import ImageSequence
+    from lib.pipeline import ImageSequence
+    from lib.predict import TTA_TRANSFORMS, predict_probs
 
-        model = _TINY_MODELS.get(size)
-        if model is None:  # built and traced once, outside the timing of later rounds
-            model = keras.Sequential(
-                [
-                    keras.Input((size, size, 3)),
-                    keras.layers.Rescaling(1 / 255.0),
-                    keras.layers.Conv2D(4, 3, strides=4),
-                    keras.layers.GlobalAveragePooling2D(),
-                    keras.layers.Dense(lib.NUM_CLASSES, activation="softmax"),
-                ]
-            )
-            model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
-            _TINY_MODELS[size] = model
-        sequence = ImageSequence(paths, image_size=size, batch_size=batch, workers=workers)
-        predict_probs(model, sequence, tta=list(TTA_TRANSFORMS), passes=passes, progress=False)
-        return (
-            f"lib.predict.predict_probs, {passes} passes over {', '.join(TTA_TRANSFORMS)}, "
-            f"tiny conv model (stride-4 conv, 4 filters)"
+    model = _TINY_MODELS.get(size)
+    if model is None:  # built and traced once, outside the timing of later rounds
+        model = keras.Sequential(
+            [
+                keras.Input((size, size, 3)),
+                keras.layers.Rescaling(1 / 255.0),
+                keras.layers.Conv2D(4, 3, strides=4),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(lib.NUM_CLASSES, activation="softmax"),
+            ]
         )
-    from lib.augment import albumentations_preset
-
-    transform = albumentations_preset("medium", seed=0)
-
-    def one(path):
-        image = read_resized(path, size)
-        for _ in range(passes):
-            transform(image=image)["image"]
-
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(one, paths, chunksize=4):
-            pass
-    return f"decode once + {passes} medium-preset passes per image (no model)"
+        model.predict_on_batch(np.zeros((batch, size, size, 3), np.uint8))
+        _TINY_MODELS[size] = model
+    sequence = ImageSequence(paths, image_size=size, batch_size=batch, workers=workers)
+    predict_probs(model, sequence, tta=list(TTA_TRANSFORMS), passes=passes, progress=False)
+    transforms = ", ".join(TTA_TRANSFORMS)
+    return f"lib.predict.predict_probs, {passes} passes over {transforms}, tiny conv model (stride-4 conv, 4 filters)"
 
 
 def main(argv=None) -> int:

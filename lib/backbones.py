@@ -19,20 +19,15 @@ class Backbone:
     builder: str  # attribute of keras.applications
     scale: float  # uint8 pixels -> backbone input: x * scale + offset
     offset: float
-    min_size: int
     notop_file: str  # the exact name keras.applications gives its ImageNet weights without the top
 
 
 BACKBONES = {
     # Xception wants [-1, 1]; EfficientNets rescale and normalise inside the model, so they take 0-255 floats.
-    "xception": Backbone("Xception", 1 / 127.5, -1.0, 71, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    **{
-        f"efficientnetb{i}": Backbone(f"EfficientNetB{i}", 1.0, 0.0, 32, f"efficientnetb{i}_notop.h5") for i in range(8)
-    },
+    "xception": Backbone("Xception", 1 / 127.5, -1.0, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    **{f"efficientnetb{i}": Backbone(f"EfficientNetB{i}", 1.0, 0.0, f"efficientnetb{i}_notop.h5") for i in range(8)},
     # Small and fast: quick experiments and the test suite.
-    "mobilenetv3small": Backbone(
-        "MobileNetV3Small", 1.0, 0.0, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    ),
+    "mobilenetv3small": Backbone("MobileNetV3Small", 1.0, 0.0, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
 }
 
 

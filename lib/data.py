@@ -17,7 +17,6 @@ import pandas as pd
 
 from lib import NUM_CLASSES, paths
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Files that operating systems and archivers leave beside photos; never data, never a problem.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 PROBLEM_COLUMNS = ["file", "problem", "action"]
@@ -311,7 +310,7 @@ def image_sizes(files, workers: int = 8) -> pd.DataFrame:
 
 def holdout_split(train: pd.DataFrame, val_fraction: float = 0.2, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified train/validation split, the same for every model given the same seed and data."""
-    folds = stratified_folds(train, round(1 / val_fraction) if val_fraction else 0, seed) if val_fraction else None
+    folds = stratified_folds(train, round(1 / val_fraction), seed) if val_fraction else None
     if folds is None:
         return train.reset_index(drop=True), train.iloc[:0]
     is_val = folds == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import data, distribute, paths
+from lib import NUM_CLASSES, data, distribute, paths
 from lib.distribute import DistributionPlan
 from lib.notebook import describe_data, open_run
 from lib.runs import RunRecord, seed_everything, write_csv
@@ -137,6 +137,18 @@ def stage_plan(ctx: Context):
 
     pseudo = pseudo_labelled(ctx) if ctx.scan is not None else None
     return plan_stages(ctx.params["stages"], len(ctx.train), train_settings(ctx), 0 if pseudo is None else len(pseudo))
+
+
+def plan_table(ctx: Context, model) -> pd.DataFrame:
+    """The stages training will run, one row each (lib.train.plan_table), with each stage's trainable weights
+    counted on `model`; the model is left as the first stage trains it."""
+    from lib.models import count_params, set_trainable
+    from lib.train import plan_table
+
+    plan = stage_plan(ctx)
+    counts = [set_trainable(model, stage_plan.stage.trainable) for stage_plan in plan]
+    set_trainable(model, plan[0].stage.trainable)
+    return plan_table(plan, counts, count_params(model.weights))
 
 
 def planned_lr(ctx: Context) -> pd.DataFrame:
@@ -290,7 +302,7 @@ def cross_validate(ctx: Context) -> Evaluation:
     p, k = ctx.params, ctx.params["folds"]
     folds = data.stratified_folds(ctx.scan.train, k, p["seed"])
     labels = ctx.scan.train["Category"].to_numpy()
-    oof, oof_plain = np.zeros((len(labels), 10)), np.zeros((len(labels), 10))
+    oof, oof_plain = np.zeros((len(labels), NUM_CLASSES)), np.zeros((len(labels), NUM_CLASSES))
     test_probs, rows = 0.0, []
     for fold in range(k):
         print(f"== Fold {fold + 1}/{k} ==")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -291,50 +290,6 @@ def image_size(path) -> tuple[int, int]:
     except Exception as error:
         raise ImageReadError(path, f"cannot read image header ({error})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def image_notes(path) -> list[str]:
-    """Readable-but-unusual traits worth showing in EDA (format/extension mismatch, grayscale, CMYK, alpha,
-    16-bit, EXIF rotation). Empty for an ordinary RGB JPEG; raises ImageReadError for unreadable files."""
-    from PIL import Image
-
-    data, fmt = _read_bytes(path)
-    notes = []
-    suffix = Path(path).suffix.lower()
-    expected = {
-        ".jpg": "JPEG",
-        ".jpeg": "JPEG",
-        ".png": "PNG",
-        ".gif": "GIF",
-        ".bmp": "BMP",
-        ".webp": "WEBP",
-        ".tif": "TIFF",
-        ".tiff": "TIFF",
-    }.get(suffix)
-    if expected and expected != fmt:
-        notes.append(f"{fmt} saved with a {suffix} name")
-    try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            mode = im.mode
-            orientation = im.getexif().get(0x0112, 1)
-    except Exception as error:
-        raise ImageReadError(path, f"cannot read image header ({error})") from None
-    mode_notes = {
-        "L": "grayscale",
-        "LA": "grayscale with alpha",
-        "1": "black and white",
-        "CMYK": "CMYK",
-        "RGBA": "has alpha channel",
-        "P": "palette",
-        "I;16": "16-bit",
-        "I;16B": "16-bit",
-        "I": "16-bit",
-    }
-    if mode in mode_notes:
-        notes.append(mode_notes[mode])
-    if orientation not in (1, None):
-        notes.append(f"EXIF orientation {orientation}")
-    return notes
 
 
 def warn_unreadable(path, reason: str, seen: set) -> None:

@@ -7,6 +7,7 @@ import urllib.error
 
 import keras
 import numpy as np
+import pandas as pd
 
 from lib import NUM_CLASSES
 from lib.backbones import Backbone, backbone_spec, cached_weights_path, find_weights, missing_weights_message
@@ -190,6 +191,31 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
         if layer is not base:
             layer.trainable = True
     return count_params(model.trainable_weights)
+
+
+def head_table(model: keras.Model) -> pd.DataFrame:
+    """build_model's layers in order, the backbone as one row: name, type, output shape and weights. What the
+    notebooks show before training: the small head that sits on the pretrained backbone."""
+    base = backbone_of(model)
+    rows = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        kind = type(layer).__name__
+        if layer is base:
+            kind = f"{base.name} (the backbone, {len(base.layers)} layers)"
+        elif isinstance(layer, keras.layers.Dropout):
+            kind = f"Dropout({layer.rate:g})"
+        elif isinstance(layer, keras.layers.Dense):
+            kind = f"Dense({layer.units}, {layer.activation.__name__})"
+        rows.append(
+            {
+                "layer": layer.name,
+                "type": kind,
+                "output shape": str(tuple(shape.shape)) if shape is not None else "",
+                "weights": count_params(layer.weights),
+            }
+        )
+    return pd.DataFrame(rows).set_index("layer")
 
 
 def count_params(weights) -> int:

@@ -211,6 +211,29 @@ def plan_stages(
     return plans
 
 
+def plan_table(plan: list[StagePlan], trainable_weights: list[int], total_weights: int) -> pd.DataFrame:
+    """The stage plan as a table, one row per stage: what trains (and how many weights), on what, and how."""
+    rows = [
+        {
+            "stage": stage_plan.index + 1,
+            "name": stage_plan.stage.name,
+            "epochs": stage_plan.stage.epochs,
+            "image size": stage_plan.stage.image_size,
+            "trainable": stage_plan.stage.trainable,
+            "trainable weights": f"{count:,} of {total_weights:,}",
+            "optimizer": stage_plan.stage.optimizer
+            + (f" (weight decay {stage_plan.stage.weight_decay:g})" if stage_plan.stage.weight_decay else ""),
+            "lr": stage_plan.lr,
+            "schedule": stage_plan.stage.schedule,
+            "batch": stage_plan.describe_batch(),
+            "augment": stage_plan.augment,
+            "pseudo-labels": stage_plan.stage.pseudo_labels,
+        }
+        for stage_plan, count in zip(plan, trainable_weights, strict=True)
+    ]
+    return pd.DataFrame(rows).set_index("stage")
+
+
 def lr_per_step(plan: list[StagePlan]) -> pd.DataFrame:
     """The learning rate at every step of every stage (for the LR plot), from the plan training uses."""
     from lib.schedules import lr_curve

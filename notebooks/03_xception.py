@@ -17,7 +17,7 @@
 # %%
 from IPython.display import display
 
-from lib import experiment, plots
+from lib import experiment, models, plots
 from lib.notebook import collect_params
 
 _before = set(globals())
@@ -90,10 +90,35 @@ ctx = experiment.setup(params)
 # %%
 model = experiment.build(ctx)
 print(f"{model.name}: {model.count_params():,} parameters")
+display(models.head_table(model))
 
 # %% [markdown]
-# One line: the model's name and size. Xception with this head has about 21 million parameters in both
-# profiles (the head's 128 or 256 hidden units change little); the image size does not change the count.
+# The model, layer by layer: uint8 photos of any size, rescaled to the [-1, 1] Xception expects, the backbone as
+# one row (about 20.9 million weights), then the head that this notebook adds: global average pooling, a
+# BatchNorm, dropout, a hidden dense layer and the 10-class softmax, about 0.5 million weights in all. The image
+# size does not change the count: the backbone is convolutional and the pooling makes its output one vector.
+
+# %% [markdown]
+# ## The plan: what trains, in what order
+# Each row is one stage, run in order. A stage says which part of the backbone trains (`head`: none of it, a
+# fraction: that share of its layers from the top, `all`), at which image size, with which optimizer, learning
+# rate (already scaled for the devices found), schedule and batch. The weights each stage trains carry over to
+# the next, so early stages teach the new head on a frozen backbone before later ones fine-tune the backbone
+# itself at larger sizes (progressive resizing).
+#
+# **BatchNorm stays frozen** in a pretrained backbone in every stage: its moving averages were measured on
+# millions of ImageNet photos, and updating them from batches of a few dozen car photos would replace them with
+# noisy estimates and undo much of what the backbone learned (the Keras transfer-learning guide). In Keras 3 a
+# frozen BatchNorm layer also runs in inference mode. On the demo, which trains from scratch, BatchNorm has
+# nothing to keep and trains with the rest.
+
+# %%
+display(experiment.plan_table(ctx, model))
+
+# %% [markdown]
+# The full profile trains the head alone for 2 epochs at 224 px (about 0.5 million of 21 million weights),
+# then the top half of the backbone at 299 px, then everything at 384 px with a smaller learning rate. The demo
+# trains all layers from the start (there are no pretrained weights to protect) at 72 then 96 px.
 
 # %% [markdown]
 # ## Learning-rate schedule

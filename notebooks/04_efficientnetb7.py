@@ -24,7 +24,7 @@
 # %%
 from IPython.display import display
 
-from lib import experiment, plots
+from lib import experiment, models, plots
 from lib.notebook import collect_params
 
 _before = set(globals())
@@ -97,9 +97,26 @@ ctx = experiment.setup(params)
 # %%
 model = experiment.build(ctx)
 print(f"{model.name}: {model.count_params():,} parameters")
+display(models.head_table(model))
 
 # %% [markdown]
-# About 64 million parameters, three times Xception: this is why B7 needs small batches and a time budget.
+# About 64 million parameters, three times Xception: this is why B7 needs small batches and a time budget. B7
+# rescales and normalises its input itself, so the photos go in as 0-255 floats; its 2,560 pooled features go
+# straight to the classifier (`dense_units = 0`), after BatchNorm and dropout.
+
+# %% [markdown]
+# ## The plan: what trains, in what order
+# One row per stage, as in 03: the trainable part of the backbone and its weights, the image size, optimizer,
+# learning rate, schedule and batch. As in 03, BatchNorm stays frozen in the pretrained backbone (its ImageNet
+# statistics are better than any a batch of 4-16 photos could give), and the head learns first.
+
+# %%
+display(experiment.plan_table(ctx, model))
+
+# %% [markdown]
+# The full profile: 2 epochs of the head at 384 px, then the top 30 % of B7's layers at 448 px, then all of
+# them at 512 px, the batch per device shrinking from 16 to 8 to 4 as the photos grow. The demo plans a single
+# epoch of every layer, from scratch, at 32 px: enough to prove the plumbing, not to learn.
 
 # %% [markdown]
 # ## Learning-rate schedule

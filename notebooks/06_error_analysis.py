@@ -17,18 +17,15 @@
 # Everything is measured on the validation rows, the only labelled rows the models did not train on.
 
 # %%
-import keras
-import numpy as np
 import pandas as pd
 from IPython.display import display
 
 from lib import data, paths, plots
+from lib.analysis import gradcam
 from lib.analysis.calibration import temperature_table
-from lib.analysis.errors import confident_examples, confused_pairs, misclassified, per_class_table
-from lib.analysis.gradcam import heatmaps, overlay
+from lib.analysis.errors import confused_pairs, misclassified, per_class_table
 from lib.images import read_resized
 from lib.metrics import accuracy
-from lib.models import load_trained, trained_image_size
 from lib.notebook import collect_params, describe_data, open_run
 from lib.runs import load_probs, probs_matrix, write_csv
 
@@ -38,7 +35,7 @@ _before = set(globals())
 data_dir = ""  # empty: Kaggle input, then data/ (real data), then data/demo
 profile = "full"
 run_name = "06_error_analysis"
-models = ["03_xception", "04_efficientnetb7"]  # run folders under runs/<profile>/
+models = []  # run folders under runs/<profile>/; empty: every model run of the series (lib.paths.MODEL_RUNS)
 ensemble = "05_ensemble"  # the blend's run folder; empty: analyse the models only
 n_bins = 15  # equal-width confidence bins of the reliability diagram and the ECE
 top_pairs = 10  # confused class pairs shown per model
@@ -49,6 +46,7 @@ gradcam_image_size = 0  # 0: the size each model predicted at
 
 # %%
 params, data_dir, run = open_run(collect_params(globals(), _before))
+models = list(models or paths.MODEL_RUNS)
 print(f"Data folder: {describe_data(data_dir)}")
 
 # %% [markdown]
@@ -136,24 +134,11 @@ plots.misclassified_gallery(final_mistakes, limit=gallery_size, image_size=galle
 
 # %%
 ensemble_sample = final_mistakes.head(gradcam_photos) if ensemble else final_mistakes.iloc[:0]
-explained = {}
-for name in models:
-    folder = paths.find_run_dir(profile, name)
-    model, size = load_trained(folder), gradcam_image_size or trained_image_size(folder)
-    sample = confident_examples(val_probs[name], labels, reference["Id"], photo_paths, gradcam_photos)
-    photos = np.stack([read_resized(path, size) for path in sample["path"]])
-    maps = heatmaps(model, photos)  # each photo's predicted class
-    titles = [f"{kind}: {true}\npred: {pred} ({conf:.2f})" for kind, true, pred, conf in
-              zip(sample["kind"], sample["true name"], sample["predicted name"], sample["confidence"])]
-    shown = [image for photo, cam in zip(photos, maps) for image in (photo, overlay(photo, cam))]
-    plots.image_grid(shown, [t for title in titles for t in (title, "Grad-CAM")], columns=4, size=2.6,
-                     title=f"{name}: where it looked ({size} px)", name=f"gradcam_{name}")
-    if len(ensemble_sample):
-        ensemble_photos = np.stack([read_resized(path, size) for path in ensemble_sample["path"]])
-        ensemble_maps = heatmaps(model, ensemble_photos, class_indices=ensemble_sample["predicted"].tolist())
-        explained[name] = [overlay(photo, cam) for photo, cam in zip(ensemble_photos, ensemble_maps)]
-    del model
-    keras.backend.clear_session()  # one model in memory at a time
+explained = gradcam.explain_runs({name: paths.find_run_dir(profile, name) for name in models}, val_probs, labels,
+                                 reference["Id"], photo_paths, gradcam_photos, gradcam_image_size, ensemble_sample)
+for run_cam in explained:
+    plots.image_grid(run_cam.panels, run_cam.titles, columns=4, size=2.6,
+                     title=f"{run_cam.name}: where it looked ({run_cam.image_size} px)", name=f"gradcam_{run_cam.name}")
 
 # %% [markdown]
 # Two photos per row: the photo with its true class, the predicted one and its confidence, then the heatmap.
@@ -162,12 +147,13 @@ for name in models:
 # evidence worth drawing: its maps are noise or blank.
 
 # %%
-if explained:
+if len(ensemble_sample):
     rows = []
     for i, (_, mistake) in enumerate(ensemble_sample.iterrows()):
         rows.append((read_resized(mistake["path"], gallery_image_size),
                      f"true: {mistake['true name']}\nensemble: {mistake['predicted name']}"))
-        rows += [(explained[name][i], f"{name}: where it saw\n{mistake['predicted name']}") for name in explained]
+        rows += [(run_cam.ensemble_overlays[i], f"{run_cam.name}: where it saw\n{mistake['predicted name']}")
+                 for run_cam in explained]
     plots.image_grid([image for image, _ in rows], [title for _, title in rows], columns=1 + len(explained),
                      size=2.6, title="Ensemble: its surest mistakes, as each model saw them", name="gradcam_ensemble")
 else:

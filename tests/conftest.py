@@ -27,3 +27,19 @@ def demo_copy(tiny_demo, tmp_path):
     import shutil
 
     return shutil.copytree(tiny_demo, tmp_path / "demo")
+
+
+@pytest.fixture()
+def project_copy(tmp_path):
+    """The checkout's code, notebooks, profiles and make files copied into tmp_path/project (its .venv linked), for
+    tests that edit a source and ask make or the toolbox there what that changes."""
+    import shutil
+
+    root = tmp_path / "project"
+    skip = shutil.ignore_patterns("__pycache__", "*.ipynb", ".ipynb_checkpoints")
+    for folder in ("lib", "tools", "notebooks", "profiles"):
+        shutil.copytree(paths.PROJECT_ROOT / folder, root / folder, ignore=skip)
+    for name in ("Makefile", "kaggle.mk", "pyproject.toml", "requirements.txt", "requirements-gpu.txt"):
+        shutil.copy2(paths.PROJECT_ROOT / name, root / name)  # mtimes kept: .venv stays newer than its inputs
+    (root / ".venv").symlink_to(paths.PROJECT_ROOT / ".venv")
+    return root

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.images import ImageReadError, check_image, image_notes, image_size, read_resized, read_rgb
+from lib.images import ImageReadError, check_image, image_size, read_resized, read_rgb
 
 
 def _photo(width=64, height=48):
@@ -33,7 +33,6 @@ def test_rgb_jpeg_decodes_in_rgb_order(tmp_path):
     assert _close(image[24, 5], (255, 0, 0)) and _close(image[24, 60], (0, 0, 255))
     assert check_image(tmp_path / "a.jpg") is None
     assert image_size(tmp_path / "a.jpg") == (64, 48)
-    assert image_notes(tmp_path / "a.jpg") == []
 
 
 def test_reduced_decode_never_goes_below_target(tmp_path):
@@ -52,7 +51,6 @@ def test_exif_orientation_is_applied(tmp_path):
     assert image.shape == (64, 48, 3)
     assert _close(image[5, 24], (255, 0, 0)) and _close(image[60, 24], (0, 0, 255))
     assert image_size(path) == (48, 64)
-    assert "EXIF orientation 6" in image_notes(path)
 
 
 def test_grayscale_jpeg_gives_three_channels(tmp_path):
@@ -60,7 +58,6 @@ def test_grayscale_jpeg_gives_three_channels(tmp_path):
     image = read_rgb(path)
     assert image.shape == (48, 64, 3)
     assert np.array_equal(image[..., 0], image[..., 1])
-    assert "grayscale" in image_notes(path)
 
 
 def test_cmyk_jpeg_colours_are_right(tmp_path):
@@ -75,7 +72,6 @@ def test_png_with_jpg_name(tmp_path):
     image = read_rgb(path)
     assert image.shape == (48, 64, 3) and tuple(image[24, 5]) == (255, 0, 0)
     assert check_image(path) is None
-    assert "PNG saved with a .jpg name" in image_notes(path)
 
 
 def test_rgba_png_is_composited_on_white(tmp_path):
@@ -183,7 +179,6 @@ def test_webp_saved_as_jpg(tmp_path):
     path = _save(tmp_path, "web.jpg", _photo(), fmt="WEBP", lossless=True)
     image = read_rgb(path)
     assert image.shape == (48, 64, 3) and tuple(image[24, 5]) == (255, 0, 0)
-    assert "WEBP saved with a .jpg name" in image_notes(path)
 
 
 def test_progressive_jpeg_and_its_truncation(tmp_path):

@@ -159,7 +159,8 @@ def test_bundle_takes_imported_subpackages_and_nothing_else(tmp_path):
     }
     for name, text in modules.items():
         (package / name).write_text(text)
-    sources = lib_sources("from lib.sub.deeper import mod\n", root=tmp_path)
+    (tmp_path / "notebook.py").write_text("# %%\nfrom lib.sub.deeper import mod\n")
+    sources = lib_sources(tmp_path / "notebook.py", root=tmp_path)
     assert sorted(sources) == [
         "__init__.py",
         "helper.py",

@@ -386,3 +386,15 @@ def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
     assert verbose.returncode == 0, verbose.stderr
     for marker in ["Executing Cell 1", "Ending Cell 3", "Epoch 1/1\n", "<Figure size", "noisy: done in"]:
         assert marker in verbose.stdout + verbose.stderr
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_parameters_cell_is_the_one_jupytext_reads(name, tmp_path):
+    """Read without jupytext (whose import alone outlasts the check): the same source, from the .py and the .ipynb."""
+    jupytext = pytest.importorskip("jupytext")
+    source = PROJECT_ROOT / "notebooks" / f"{name}.py"
+    notebook = jupytext.read(source)
+    expected = [cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert [C.parameters_cell(source)] == expected
+    nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+    assert [C.parameters_cell(tmp_path / f"{name}.ipynb")] == expected

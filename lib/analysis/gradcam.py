@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 
 # (model, layer name) -> (images -> feature maps, feature maps -> class scores); built once per model and layer.
 _SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -75,6 +78,63 @@ def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) ->
     colored = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blend = (1.0 - alpha) * image[..., :3].astype(np.float32) + alpha * colored.astype(np.float32)
     return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class RunExplanation:
+    """One trained run's Grad-CAM: its surest mistakes and right answers, and the ensemble's mistakes as it saw them."""
+
+    name: str
+    image_size: int
+    panels: list[np.ndarray]  # photo, heatmap, photo, heatmap, ...
+    titles: list[str]
+    ensemble_overlays: list[np.ndarray] = field(default_factory=list)  # one per ensemble mistake
+
+
+def explain_runs(
+    run_folders: dict[str, Path],
+    val_probs: dict[str, np.ndarray],
+    labels,
+    ids,
+    photo_paths,
+    per_kind: int,
+    image_size: int = 0,
+    ensemble_mistakes: pd.DataFrame | None = None,
+) -> list[RunExplanation]:
+    """Grad-CAM for each trained run (03, 04): rebuilt from its folder with its best weights (nothing downloaded),
+    it explains its own predicted class on its `per_kind` surest mistakes and right answers, at the size it
+    predicted at (`image_size` 0) or `image_size`; and, for each row of `ensemble_mistakes` (lib.analysis.errors
+    .misclassified of the blend), the class the ensemble wrongly chose. One model is in memory at a time."""
+    from lib.analysis.errors import confident_examples
+    from lib.images import read_resized
+    from lib.models import load_trained, trained_image_size
+
+    explained = []
+    for name, folder in run_folders.items():
+        model, size = load_trained(folder), image_size or trained_image_size(folder)
+        sample = confident_examples(val_probs[name], labels, ids, photo_paths, per_kind)
+        photos = np.stack([read_resized(path, size) for path in sample["path"]])
+        maps = heatmaps(model, photos)  # each photo's predicted class
+        titles = [
+            f"{kind}: {true}\npred: {pred} ({conf:.2f})"
+            for kind, true, pred, conf in zip(
+                sample["kind"], sample["true name"], sample["predicted name"], sample["confidence"]
+            )
+        ]
+        explanation = RunExplanation(
+            name,
+            size,
+            [image for photo, cam in zip(photos, maps) for image in (photo, overlay(photo, cam))],
+            [text for title in titles for text in (title, "Grad-CAM")],
+        )
+        if ensemble_mistakes is not None and len(ensemble_mistakes):
+            chosen = np.stack([read_resized(path, size) for path in ensemble_mistakes["path"]])
+            chosen_maps = heatmaps(model, chosen, class_indices=ensemble_mistakes["predicted"].tolist())
+            explanation.ensemble_overlays = [overlay(photo, cam) for photo, cam in zip(chosen, chosen_maps)]
+        explained.append(explanation)
+        del model
+        keras.backend.clear_session()  # one model in memory at a time
+    return explained
 
 
 def class_score_gradients(to_scores: keras.Model, maps: np.ndarray, classes: np.ndarray) -> np.ndarray:

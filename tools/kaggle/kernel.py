@@ -61,15 +61,14 @@ __import__("lib.versions").versions.require_versions()  # packages older than li
 """
 
 
-# The bundle cell's own import, besides the notebook's.
-BUNDLE_IMPORTS = "import lib.versions"
+BUNDLE_IMPORTS = ("lib.versions",)  # the bundle cell's own import, besides the notebook's
 
 
-def lib_sources(notebook_source: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
+def lib_sources(notebook: Path, root: Path = PROJECT_ROOT) -> dict[str, str]:
     """The lib modules the notebook can import (its imports followed through lib, tools.runner.inputs) and
     lib.versions, which the bundle cell runs first, by path inside lib/ ("analysis/errors.py"), exactly as on disk."""
     lib_dir = root / "lib"
-    modules = lib_modules(f"{notebook_source}\n{BUNDLE_IMPORTS}\n", root)
+    modules = lib_modules(notebook, BUNDLE_IMPORTS, root)
     return {module.relative_to(lib_dir).as_posix(): module.read_bytes().decode("utf-8") for module in modules}
 
 
@@ -135,9 +134,8 @@ def build_notebook(notebook: str, metadata: dict | None = None, upstream: str = 
     if not source.is_file():
         known = ", ".join(sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9]*.py"))) or "none yet"
         raise KaggleError(f"no notebook {source}: choose NB= from {known}")
-    text = source.read_text(encoding="utf-8")
-    nb = jupytext.reads(text, fmt="py:percent")
-    sources = lib_sources(text)
+    nb = jupytext.read(source, fmt="py:percent")
+    sources = lib_sources(source)
     digest = bundle_digest([cell.source for cell in nb.cells], sources, metadata or {}, upstream)
     first = nbformat.v4.new_code_cell(bundle_cell_source(sources, digest), metadata={"tags": [BUNDLE_TAG]})
     nb.cells.insert(0, first)

@@ -13,7 +13,6 @@ from tools.kaggle.cli import KaggleError, run
 from tools.text import duration
 
 # kagglesdk's KernelWorkerStatus in kaggle 2.2.5; `kaggle kernels status` prints e.g. `KernelWorkerStatus.RUNNING`.
-PENDING = ("NEW_SCRIPT", "QUEUED", "RUNNING")
 ENDED = ("COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 _STATUS_LINE = re.compile(r'has status "(?:KernelWorkerStatus\.)?([A-Z_]+)"')
 _FAILURE_LINE = re.compile(r'Failure message: "(.*)"', re.S)

@@ -1,4 +1,4 @@
-"""`python -m tools.runner`: check a notebook's parameters, run one notebook, or list a notebook's inputs."""
+"""`python -m tools.runner`: check a notebook's parameters, run one, list its inputs, or mark it up to date."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), dest="pairs")
     series_cmd = commands.add_parser("run", help="make's NN target: run a notebook of the series if its inputs changed")
     inputs_cmd = commands.add_parser("inputs", help="the files a notebook's run depends on")
-    for sub in (series_cmd, inputs_cmd):
+    mark_cmd = commands.add_parser("mark", help="record a notebook's current inputs as up to date without running it")
+    for sub in (series_cmd, inputs_cmd, mark_cmd):
         sub.add_argument("name", help="NN_topic")
         sub.add_argument("--profile", required=True)
         sub.add_argument("--data-dir", type=Path, required=True)
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run_in_series(args.name, args.profile, args.data_dir, force=args.force, dry_run=args.dry_run,
                           verbose=args.verbose, settings=dict(args.setting))  # fmt: skip
+        elif args.command == "mark":
+            from tools.runner.run import mark_up_to_date
+
+            mark_up_to_date(args.name, args.profile, args.data_dir)
         else:
             from tools.runner.run import current_inputs
 

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from lib.choices import ParamError
 from lib.params import assigned_names, check, read_profile
 
+CELL_MARKER = re.compile(r"^# %%")  # jupytext's percent format: `# %% [markdown] tags=["parameters"]`
+PARAMETERS_TAG = re.compile(r"""\btags=\[[^\]]*["']parameters["']""")
+
 
 def parameters_cell(notebook: str | Path) -> str:
-    """The source of the notebook's cell tagged `parameters` (a percent-format .py or an .ipynb)."""
-    import jupytext
-
-    for cell in jupytext.read(notebook).cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            return cell.source
-    raise ParamError(f"{notebook} has no cell tagged 'parameters'")
+    """The source of the notebook's cell tagged `parameters`: of a percent-format .py (read here, as importing
+    jupytext alone takes longer than the whole check) or of an .ipynb."""
+    path = Path(notebook)
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        sources = ["".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    else:
+        sources, lines = [], None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if CELL_MARKER.match(line):
+                if lines is not None:
+                    sources.append("\n".join(lines).strip("\n"))
+                lines = [] if PARAMETERS_TAG.search(line) else None
+            elif lines is not None:
+                lines.append(line)
+        if lines is not None:
+            sources.append("\n".join(lines).strip("\n"))
+    if not sources:
+        raise ParamError(f"{notebook} has no cell tagged 'parameters'")
+    return sources[0]
 
 
 def notebook_defaults(notebook: str | Path) -> dict:
@@ -25,6 +43,8 @@ def notebook_defaults(notebook: str | Path) -> dict:
 
 def command_line_values(pairs: list[list[str]]) -> dict:
     """`-p key value` pairs, typed as papermill's command line types them."""
+    if not pairs:
+        return {}  # papermill's command line module is slow to import
     from papermill.cli import _resolve_type
 
     return {key: _resolve_type(value) for key, value in pairs}

@@ -52,16 +52,23 @@ def execute_checked(
     print(execute.summary(notebook.stem, started, shown, output.parent, PROJECT_ROOT), flush=True)
 
 
-def current_inputs(name: str, profile: str, data_dir: Path, settings: dict[str, str]) -> dict:
-    """The fingerprint of what a run of `name` on this profile and data would depend on now."""
+def parameters_of(name: str, profile: str) -> dict:
+    """The parameters a run of `name` on `profile` gets: its parameters cell, then its profile over them."""
     source = inputs.NOTEBOOKS_DIR / f"{name}.py"
     profile_file = inputs.PROFILES_DIR / profile / f"{name}.yaml"
-    parameters = {
-        **notebook_defaults(source),
-        **check_notebook(source, profile_file if profile_file.is_file() else None),
-    }
-    files = inputs.notebook_inputs(name, profile, data_dir, runs_dir(), parameters)
+    return {**notebook_defaults(source), **check_notebook(source, profile_file if profile_file.is_file() else None)}
+
+
+def current_inputs(name: str, profile: str, data_dir: Path, settings: dict[str, str]) -> dict:
+    """The fingerprint of what a run of `name` on this profile and data would depend on now."""
+    files = inputs.notebook_inputs(name, profile, data_dir, runs_dir(), parameters_of(name, profile))
     return stamp.fingerprint(files, {"data": str(data_dir), "profile": profile, **settings})
+
+
+def changes(name: str, profile: str, data_dir: Path, settings: dict[str, str]) -> tuple[dict, list[str] | None]:
+    """(the current fingerprint, what changed since the last success: [] nothing, None never run here)."""
+    current = current_inputs(name, profile, Path(data_dir), settings)
+    return current, stamp.changes(runs_dir() / profile / name, current)
 
 
 def describe_changes(changed: list[str] | None, limit: int = 3) -> str:
@@ -83,9 +90,18 @@ def run_in_series(
 ) -> None:
     """make's `NN_topic` target: run notebooks/<name>.ipynb into runs/<profile>/<name>/ unless its inputs are those
     of its last success (`force` runs it anyway). `dry_run` (make -n) only says whether it would run, and why."""
-    folder = runs_dir() / profile / name
-    current = current_inputs(name, profile, Path(data_dir), settings or {})
-    changed = stamp.changes(folder, current)
+    folder, settings = runs_dir() / profile / name, settings or {}
+    current, changed = changes(name, profile, data_dir, settings)
+    if dry_run and not force and changed == []:
+        # make -n runs nothing, so an earlier notebook that would run has not written its outputs yet
+        before = [
+            run
+            for run in inputs.upstream_runs(name, parameters_of(name, profile))
+            if (inputs.NOTEBOOKS_DIR / f"{run}.py").is_file() and changes(run, profile, data_dir, settings)[1] != []
+        ]
+        if before:
+            print(f"== {name}: up to date now; runs after {', '.join(before)} if their outputs change ==", flush=True)
+            return
     if not force and changed == []:
         print(f"== {name}: up to date, skipped (its inputs did not change; FORCE=1 reruns it) ==", flush=True)
         return
@@ -103,3 +119,11 @@ def run_in_series(
         verbose=verbose,
     )
     stamp.mark(folder, current)
+
+
+def mark_up_to_date(name: str, profile: str, data_dir: Path, settings: dict[str, str] | None = None) -> None:
+    """Record the notebook's current inputs as those of its last success without running it (after an edit known
+    to change nothing it computes: a comment, a docstring)."""
+    current, changed = changes(name, profile, data_dir, settings or {})
+    stamp.mark(runs_dir() / profile / name, current)
+    print(f"== {name}: marked up to date ({describe_changes(changed) if changed else 'nothing had changed'}) ==")
