@@ -9,9 +9,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # CARS_VIRTUAL_DEVICES=N shows the CPU as N devices, to run (and test) distribution without accelerators. JAX
 # reads XLA_FLAGS once, when it starts; TensorFlow is split later, in lib.distribute.split_host_cpu.
 if os.environ.get("CARS_VIRTUAL_DEVICES", "").strip() not in ("", "0", "1"):
-    _flag = f"--xla_force_host_platform_device_count={int(os.environ['CARS_VIRTUAL_DEVICES'])}"
-    if _flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    _flags = [f"--xla_force_host_platform_device_count={int(os.environ['CARS_VIRTUAL_DEVICES'])}"]
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        # XLA aborts the process when a CPU device's thread reaches a collective more than 40 s after the others;
+        # on a busy machine split into devices that happens (seen in `make test-jax` beside other jobs).
+        _flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=600")
+    for _flag in _flags:
+        if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 NUM_CLASSES = 10
 COMPETITION = "sf-dl-car-classification"

@@ -139,6 +139,14 @@ def stage_plan(ctx: Context):
     return plan_stages(ctx.params["stages"], len(ctx.train), train_settings(ctx), 0 if pseudo is None else len(pseudo))
 
 
+def head_table(model) -> pd.DataFrame:
+    """The model layer by layer, the backbone as one row (lib.models.head_table), for a notebook that must not
+    import Keras before `setup` has picked the backend."""
+    from lib.models import head_table
+
+    return head_table(model)
+
+
 def plan_table(ctx: Context, model) -> pd.DataFrame:
     """The stages training will run, one row each (lib.train.plan_table), with each stage's trainable weights
     counted on `model`; the model is left as the first stage trains it."""

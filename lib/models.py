@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 
 from lib import NUM_CLASSES
-from lib.backbones import Backbone, backbone_spec, cached_weights_path, find_weights, missing_weights_message
+from lib.backbones import (
+    TEST_CNN,
+    Backbone,
+    backbone_spec,
+    cached_weights_path,
+    find_weights,
+    missing_weights_message,
+)
 
 # What Keras's download raises for a dead network (it wraps URLError in a plain Exception("URL fetch failure ..."))
 # or a broken transfer (its hash check).
@@ -39,7 +46,24 @@ def _download_failure(err: Exception) -> tuple[str, bool] | None:
     return reason, no_connection
 
 
+def test_cnn(input_shape=(None, None, 3)) -> keras.Model:
+    """The `test_cnn` backbone: 4 blocks of a strided 3x3 convolution, BatchNorm and ReLU (16 to 64 filters, about
+    60k weights), shaped like a keras.applications backbone without its top, so every path of the series (freezing,
+    BatchNorm modes, Grad-CAM, distribution) runs on it in seconds. Randomly initialised; no pretrained weights."""
+    inputs = keras.Input(input_shape, name="input")
+    x = inputs
+    for block, filters in enumerate((16, 32, 64, 64), start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{block}_relu")(x)
+    return keras.Model(inputs, x, name=TEST_CNN)
+
+
 def _build(spec: Backbone, weights):
+    if spec.builder == TEST_CNN:
+        if weights is not None:
+            raise ValueError(f"backbone {TEST_CNN!r} has no pretrained weights: use weights=None")
+        return test_cnn()
     builder = getattr(keras.applications, spec.builder)
     return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
 
@@ -71,7 +95,7 @@ def load_backbone(name: str, weights: str | None = "imagenet", download_timeout:
     any attached Kaggle dataset) straight from where it lies; only when none is found does Keras download it.
     """
     spec = backbone_spec(name)
-    if weights != "imagenet":
+    if weights != "imagenet" or spec.builder == TEST_CNN:
         return _build(spec, weights)
     found = find_weights(name)
     if found is None:

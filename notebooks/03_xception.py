@@ -17,7 +17,7 @@
 # %%
 from IPython.display import display
 
-from lib import experiment, models, plots
+from lib import experiment, plots
 from lib.notebook import collect_params
 
 _before = set(globals())
@@ -90,7 +90,7 @@ ctx = experiment.setup(params)
 # %%
 model = experiment.build(ctx)
 print(f"{model.name}: {model.count_params():,} parameters")
-display(models.head_table(model))
+display(experiment.head_table(model))
 
 # %% [markdown]
 # The model, layer by layer: uint8 photos of any size, rescaled to the [-1, 1] Xception expects, the backbone as

@@ -24,7 +24,7 @@
 # %%
 from IPython.display import display
 
-from lib import experiment, models, plots
+from lib import experiment, plots
 from lib.notebook import collect_params
 
 _before = set(globals())
@@ -97,7 +97,7 @@ ctx = experiment.setup(params)
 # %%
 model = experiment.build(ctx)
 print(f"{model.name}: {model.count_params():,} parameters")
-display(models.head_table(model))
+display(experiment.head_table(model))
 
 # %% [markdown]
 # About 64 million parameters, three times Xception: this is why B7 needs small batches and a time budget. B7

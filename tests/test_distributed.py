@@ -44,7 +44,7 @@ def run_params(tiny_demo, run_dir, **overrides) -> dict:
             seed=5,
             val_fraction=0.25,
             max_bad_fraction=0.01,
-            backbone="mobilenetv3small",
+            backbone="test_cnn",
             weights=None,
             pooling="avg",
             head_batchnorm=False,

@@ -25,7 +25,7 @@ def params(tiny_demo, run_dir, **overrides):
             val_fraction=0.25,
             folds=2,
             max_bad_fraction=0.01,
-            backbone="mobilenetv3small",
+            backbone="test_cnn",
             weights=None,
             pooling="avg",
             head_batchnorm=True,
@@ -186,3 +186,27 @@ def test_lr_range_test_runs_while_a_stage_is_left(tiny_demo, tmp_path, monkeypat
     ctx = experiment.setup(params(tiny_demo, tmp_path / "run", folds=0))
     found = experiment.find_lr(ctx, experiment.build(ctx), steps=5)
     assert len(found.history) >= 2 and ctx.run.metrics()["lr_find_suggested"] == found.suggested_lr
+
+
+def test_the_plan_table_shows_each_stage_before_training(tiny_demo, tmp_path, monkeypatch):
+    """What 03 and 04 show before training: one row per stage, the weights each trains counted on the model."""
+    from lib.models import count_params
+
+    monkeypatch.setenv("CARS_OUTPUT_ROOT", str(tmp_path))
+    stages = [
+        {"name": "head", "trainable": "head", "epochs": 2, "image_size": 32},
+        {"name": "all", "trainable": "all", "epochs": 1, "image_size": 48, "optimizer": "adamw", "lr": 1e-4,
+         "weight_decay": 1e-5, "schedule": "cosine", "batch_size": 4},
+    ]  # fmt: skip
+    ctx = experiment.setup(params(tiny_demo, tmp_path / "plan", folds=0, stages=stages))
+    model = experiment.build(ctx)
+    table = experiment.plan_table(ctx, model)
+    assert list(table.index) == [1, 2] and list(table["name"]) == ["head", "all"]
+    assert list(table["image size"]) == [32, 48] and list(table["epochs"]) == [2, 1]
+    head = count_params(model.trainable_weights)  # left as stage 1 trains it
+    total = count_params(model.weights)
+    assert table.loc[1, "trainable weights"] == f"{head:,} of {total:,}"
+    all_trainable = int(table.loc[2, "trainable weights"].split(" of ")[0].replace(",", ""))
+    assert head < all_trainable < total  # frozen BatchNorm statistics stay out even when all layers train
+    assert table.loc[2, "optimizer"] == "adamw (weight decay 1e-05)" and table.loc[2, "schedule"] == "cosine"
+    assert (table.loc[1, "batch"], table.loc[2, "batch"]) == ("batch 8", "batch 4")

@@ -70,7 +70,7 @@ def moving_means(net):
 @pytest.mark.parametrize("mode, changes", [("frozen", False), ("train", True)])
 def test_batchnorm_statistics_follow_the_mode(mode, changes):
     """Pretrained backbones keep BN in inference mode when unfrozen; random ones let BN learn."""
-    net = build_model(SMALL, weights=None, dense_units=8, backbone_bn=mode)
+    net = build_model("test_cnn", weights=None, dense_units=8, backbone_bn=mode)
     set_trainable(net, "all")
     before = moving_means(net)
     fit_one_step(net)
@@ -93,6 +93,15 @@ def test_precision_auto_is_float32_on_this_cpu():
     from lib.distribute import resolve_precision, visible_devices
 
     assert resolve_precision("auto", visible_devices()) == "float32"
+
+
+def test_the_test_backbone_is_a_small_cnn_without_pretrained_weights():
+    net = build_model("test_cnn", weights=None, dense_units=8)
+    assert backbone_of(net).name == "test_cnn" and 50_000 < count_params(backbone_of(net).weights) < 100_000
+    probs = keras.ops.convert_to_numpy(net(np.zeros((2, 40, 56, 3), np.uint8)))
+    assert probs.shape == (2, NUM_CLASSES)
+    with pytest.raises(ValueError, match="'test_cnn' has no pretrained weights: use weights=None"):
+        build_model("test_cnn", weights="imagenet")
 
 
 def test_unknown_backbone():
@@ -127,3 +136,15 @@ def test_trained_image_size_reads_the_run_or_its_first_fold(tmp_path):
     assert trained_image_size(tmp_path / "kfold") == 72
     with pytest.raises(FileNotFoundError, match="image_size"):
         trained_image_size(tmp_path / "none")
+
+
+def test_the_head_table_lists_the_backbone_as_one_row_and_each_head_layer():
+    from lib.models import build_model, head_table
+
+    model = build_model("mobilenetv3small", weights=None, dense_units=16, dropout=0.25)
+    table = head_table(model)
+    backbone = [name for name, kind in table["type"].items() if "the backbone" in kind]
+    assert len(backbone) == 1 and table.loc[backbone[0], "weights"] > 900_000
+    assert table.loc["head_dense", "type"] == "Dense(16, relu)" and table.loc["head_dropout", "type"] == "Dropout(0.25)"
+    assert table.loc["logits", "weights"] == 16 * 10 + 10 and table.loc["probs", "output shape"] == "(None, 10)"
+    assert table["weights"].sum() == model.count_params()

@@ -154,7 +154,7 @@ from lib.train import TrainSettings, train_stages
 demo, run_dir, stages, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
 seed_everything(0)
 train, val = data.holdout_split(data.load_train(demo), 0.25, 0)
-model = build_model("mobilenetv3small", weights=None, dense_units=8, dropout=0.3)
+model = build_model("test_cnn", weights=None, dense_units=8, dropout=0.3)
 seq = lambda f, size, batch, augment, shuffle: ImageSequence(f["path"].tolist(), f["Category"].to_numpy(),
     image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, seed=0, workers=2)
 # Augmentation and dropout on: a resumed run must draw exactly what the uninterrupted one drew.
@@ -318,7 +318,7 @@ def test_pseudo_label_stage_adds_the_confident_test_rows(tiny_demo, tmp_path):
         seen.append(len(frame))
         raise StopBeforeFit
 
-    model = build_model("mobilenetv3small", weights=None, dense_units=4)
+    model = build_model("test_cnn", weights=None, dense_units=4)
     stages = [{"name": "pseudo", "trainable": "head", "epochs": 1, "image_size": 32, "pseudo_labels": True}]
     with pytest.raises(StopBeforeFit):
         train_stages(
@@ -351,7 +351,7 @@ def test_label_smoothing_and_optimizer_reach_the_compiled_model(tiny_demo, tmp_p
     from lib.train import train_stages
 
     train, val = data.holdout_split(data.load_train(tiny_demo), 0.25, 0)
-    model = build_model("mobilenetv3small", weights=None, dense_units=4)
+    model = build_model("test_cnn", weights=None, dense_units=4)
 
     def stop(*args, **kwargs):
         raise StopBeforeFit

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights
+from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights, pretrained
 from lib.paths import MODEL_RUNS, PROJECT_ROOT
 from tools.kaggle.cli import KaggleError, require_credentials, run, username
 from tools.runner.check import notebook_defaults
@@ -43,7 +43,7 @@ def needed_backbones(
             name = str(settings.get("backbone", defaults.get("backbone"))).lower()
             if settings.get("weights", defaults.get("weights")) == "imagenet" and name not in names:
                 try:
-                    backbone_spec(name)
+                    pretrained(name)
                 except ValueError as err:
                     raise WeightsError(f"{notebook.name} or its profiles: {err}") from None
                 names.append(name)
