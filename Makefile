@@ -36,7 +36,7 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	tests/test_train.py::test_budget_ends_training_and_is_recorded \
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
-.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-unit test-jax \
+.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-fast test-unit test-jax \
 	test-kaggle-oldest lint format bench bench-duplicates clean
 
 help: ## List the targets
@@ -139,7 +139,15 @@ score: | venv ## Accuracy of FILE= (default submissions/submission.csv) on the d
 # ---------------------------------------------------------------- checks
 LINTED := lib tests bench tools
 
-test: lint test-unit test-jax test-kaggle-oldest ## Lint, then the TensorFlow, JAX-only and oldest-Kaggle test jobs
+# pytest-xdist workers per job: one per core, at most 4 (each loads TensorFlow or JAX). A test file stays on one
+# worker (--dist loadfile), so a module's fixtures, like the end-to-end run, are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST = -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+
+test: lint test-unit test-jax test-kaggle-oldest ## Everything: lint, then the TensorFlow, JAX-only and oldest-Kaggle test jobs
+
+test-fast: | venv ## The edit-test loop: unit tests only (no training, no notebooks, no second environment)
+	$(PY) $(PYTEST) -m "not slow and not jax"
 
 lint: | venv ## ruff check + ruff format --check, and every notebook .py/.ipynb pair in sync
 	$(VENV)/bin/ruff check $(LINTED) notebooks/*.py
@@ -151,17 +159,22 @@ format: | venv ## Fix what ruff can (imports, formatting) and rebuild the .ipynb
 	$(VENV)/bin/ruff format $(LINTED)
 	@$(MAKE) --no-print-directory notebooks  # the .py files are the source: --sync would add a YAML header to them
 
-test-unit: | venv ## Run the tests in the TensorFlow environment
-	$(PY) -m pytest -q -m "not jax"
+test-unit: notebooks | venv ## Run the tests in the TensorFlow environment (the notebooks built first: tests run make beside each other)
+	$(PY) $(PYTEST) -m "not jax"
 
-test-jax: ## Run the JAX-backend job: tiny training + predict with no TensorFlow installed (.venv-jax)
-	@test -f .venv-jax/.installed || { $(PYTHON) -m venv .venv-jax && .venv-jax/bin/pip install -q --upgrade pip \
-		&& .venv-jax/bin/pip install -q -r requirements-jax.txt && .venv-jax/bin/pip install -q --no-deps -e . \
-		&& touch .venv-jax/.installed; }
-	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider $(JAX_TESTS)
+test-jax: .venv-jax/.installed ## Run the JAX-backend job: tiny training + predict with no TensorFlow installed (.venv-jax)
+	KERAS_BACKEND=jax .venv-jax/bin/python $(PYTEST) $(JAX_TESTS)
 
 test-kaggle-oldest: .venv-kaggle/.installed ## lib on the oldest claimed Kaggle versions, Python 3.12 (.venv-kaggle)
-	.venv-kaggle/bin/python -m pytest -q -p no:cacheprovider $(KAGGLE_OLDEST_TESTS)
+	.venv-kaggle/bin/python $(PYTEST) $(KAGGLE_OLDEST_TESTS)
+
+# The two test environments are built once and again only when their requirements change.
+.venv-jax/.installed: requirements-jax.txt pyproject.toml
+	@test -x .venv-jax/bin/python || $(PYTHON) -m venv .venv-jax
+	.venv-jax/bin/pip install -q --upgrade pip
+	.venv-jax/bin/pip install -q -r requirements-jax.txt
+	.venv-jax/bin/pip install -q --no-deps -e .
+	@touch $@
 
 # A pyenv shim runs python3.12 only when told the version (PYENV_VERSION); elsewhere that variable is ignored.
 .venv-kaggle/.installed: requirements-kaggle.txt pyproject.toml

@@ -172,6 +172,7 @@ def test_bundle_takes_imported_subpackages_and_nothing_else(tmp_path):
     assert sources["helper.py"] == "# imported inside a function\r\n"  # newlines untouched
 
 
+@pytest.mark.slow
 def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
     """papermill, outside the checkout: the notebook imports the bundled lib and writes working/submission.csv."""
     out = build(tmp_path, kaggle_env(tmp_path), tiny)

@@ -16,6 +16,8 @@ import pytest
 
 from lib.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # a Jupyter server and a kernel
+
 READY_SECONDS = 90  # generous bounds on a shared 2-core machine; they limit waits, they are not asserted
 REPLY_SECONDS = 120
 

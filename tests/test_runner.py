@@ -184,6 +184,7 @@ def write_percent_notebook(path, source: str):
     return path
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_last_good_executed_notebook(tmp_path):
     pytest.importorskip("papermill")
     notebook = write_percent_notebook(tmp_path / "tiny.ipynb", TINY_NOTEBOOK)
@@ -238,6 +239,7 @@ params = collect_params(globals(), _before)
 """
 
 
+@pytest.mark.slow
 def test_inside_the_kernel_an_injected_unknown_name_stops_the_notebook(tmp_path):
     """Interactive or direct papermill use (no `tools.runner`): collect_params compares papermill's injected cell
     with the parameters cell."""
@@ -362,6 +364,7 @@ print(f"Submission written: {os.path.abspath('written.csv')} (1 rows)")
 """
 
 
+@pytest.mark.slow
 def test_run_shows_a_quiet_terminal_and_logs_everything(tmp_path):
     pytest.importorskip("papermill")
     notebook = write_percent_notebook(tmp_path / "noisy.ipynb", NOISY_NOTEBOOK)

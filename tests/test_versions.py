@@ -13,7 +13,7 @@ from lib.paths import PROJECT_ROOT
 from lib.versions import MINIMUM_VERSIONS, PackagesTooOld, require_versions, too_old
 
 REQUIREMENTS = PROJECT_ROOT / "requirements-kaggle.txt"
-TEST_TOOLS = {"pytest"}  # pinned in the file for the job, not needed by lib
+TEST_TOOLS = {"pytest", "pytest-xdist"}  # pinned in the file for the job, not needed by lib
 
 
 def pinned(path) -> dict[str, str]:
@@ -116,6 +116,7 @@ def code_outputs(notebook):
     return [cell.outputs for cell in notebook.cells if cell.cell_type == "code"]
 
 
+@pytest.mark.slow
 def test_bundle_with_new_enough_packages_runs_on_without_importing_keras(tmp_path):
     done, executed = run_bundled(tmp_path, pythonpath="")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -124,6 +125,7 @@ def test_bundle_with_new_enough_packages_runs_on_without_importing_keras(tmp_pat
     assert "after the check, keras imported: False" in printed  # the backend can still be chosen after it
 
 
+@pytest.mark.slow
 def test_bundle_with_too_old_packages_stops_in_one_line(tmp_path):
     fakes = fake_distributions(tmp_path / "fakes", keras="3.8.0", pandas="2.1.4")
     done, executed = run_bundled(tmp_path, pythonpath=str(fakes))
