@@ -16,7 +16,7 @@ FAKES = PROJECT_ROOT / "tests" / "fakes"
 SECRET_KEY = "s3cr3t-kaggle-key-0123456789"
 
 
-def kaggle_env(tmp_path: Path, credentials: bool = True, **extra: str) -> dict:
+def kaggle_env(tmp_path: Path, credentials: bool = True, root: Path = PROJECT_ROOT, **extra: str) -> dict:
     """Environment for running the entry points: fake kaggle first on PATH, HOME and Kaggle config in tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "FAKE_KAGGLE_", "XDG_CONFIG"))}
     home = tmp_path / "home"
@@ -30,7 +30,7 @@ def kaggle_env(tmp_path: Path, credentials: bool = True, **extra: str) -> dict:
         KAGGLE_CONFIG_DIR=str(home / ".kaggle"),
         CARS_KAGGLE_ROOT=str(fake_root),
         FAKE_KAGGLE_LOG=str(tmp_path / "kaggle-calls.jsonl"),
-        PYTHONPATH=str(PROJECT_ROOT),
+        PYTHONPATH=str(root),
     )
     if credentials:
         env.update(KAGGLE_USERNAME="tester", KAGGLE_KEY=SECRET_KEY)
@@ -44,20 +44,20 @@ def run_module(module: str, *args: str, env: dict, cwd: Path = PROJECT_ROOT) -> 
     )
 
 
-def kaggle_make(tmp_path: Path, env: dict):
+def kaggle_make(tmp_path: Path, env: dict, root: Path = PROJECT_ROOT):
     """`make` with kaggle.mk included as the project's Makefile includes it (PY, a no-op venv, help), for
-    `make(*args) -> CompletedProcess` calls through the fake kaggle CLI."""
+    `make(*args) -> CompletedProcess` calls through the fake kaggle CLI, in the checkout `root`."""
     makefile = tmp_path / "Makefile"
     makefile.write_text(
         f"PY := {sys.executable}\nvenv:\n\t@true\n"
         "help:\n\t@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST)\n"
-        f"include {PROJECT_ROOT / 'kaggle.mk'}\n"
+        f"include {root / 'kaggle.mk'}\n"
     )
     env = {k: v for k, v in env.items() if k != "MAKEFLAGS"}
 
     def make(*args: str) -> subprocess.CompletedProcess:
         command = ["make", "-s", "-f", str(makefile), *args]
-        return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
     return make
 

@@ -9,6 +9,7 @@ import sys
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
 from lib import paths
 from lib.submission import read_sample_ids, validate_submission
@@ -59,6 +60,23 @@ def test_run_all_executes_every_notebook(tiny_run):
         injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert injected and 'profile = "tiny"' in injected[0].source
     assert "Done. Submissions:" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["03_xception", "04_efficientnetb7"])
+def test_model_notebooks_show_the_head_and_the_stage_plan_before_training(tiny_run, name):
+    """A student sees what is trained, in what order, before any training cell: the head layer by layer, then one
+    row per stage with its trainable weights."""
+    _, output_root, _ = tiny_run
+    notebook = nbformat.read(output_root / "runs" / "tiny" / name / f"{name}.ipynb", as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    html = ["".join(o.get("data", {}).get("text/html", "") for o in cell.get("outputs", [])) for cell in code]
+    training = next(i for i, cell in enumerate(code) if "fit_and_evaluate" in cell.source)
+    head = next(i for i, shown in enumerate(html) if "the backbone" in shown and "logits" in shown)
+    plan = next(i for i, shown in enumerate(html) if "trainable weights" in shown and "schedule" in shown)
+    assert head < plan < training
+    stages = yaml.safe_load((paths.PROJECT_ROOT / "profiles" / "tiny" / f"{name}.yaml").read_text())["stages"]
+    assert html[plan].count("<tr>") == 1 + len(stages)  # the header row and one row per stage
 
 
 @pytest.mark.slow

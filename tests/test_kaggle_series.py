@@ -64,9 +64,9 @@ def script_kernels(path: Path, **kernels) -> Path:
     return path
 
 
-@pytest.fixture
-def series(tmp_path):
-    """A fake Kaggle where 03 and 04 go queued -> running -> complete and 05 running -> complete."""
+def fake_series(tmp_path, root=PROJECT_ROOT):
+    """A fake Kaggle where 03 and 04 go queued -> running -> complete and 05 running -> complete; the series run
+    from the checkout `root`."""
     data = tmp_path / "real-data"
     data.mkdir()
     (data / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in SAMPLE_IDS))
@@ -78,11 +78,16 @@ def series(tmp_path):
             IDS["05"]: {"status": ["RUNNING", "COMPLETE"], "output": str(ensemble_output(tmp_path / "out05"))},
         },
     )
-    env = kaggle_env(tmp_path, FAKE_KAGGLE_KERNELS=str(script), CARS_KAGGLE_RETRY_SECONDS="0")
-    make = kaggle_make(tmp_path, env)
+    env = kaggle_env(tmp_path, FAKE_KAGGLE_KERNELS=str(script), CARS_KAGGLE_RETRY_SECONDS="0", root=root)
+    make = kaggle_make(tmp_path, env, root)
     build = tmp_path / "build"
     args = ["kaggle-run-all", "POLL=0", f"KERNEL_DIR={build}", f"DATA_DIR={data}"]
     return env, make, args, build, script
+
+
+@pytest.fixture
+def series(tmp_path):
+    return fake_series(tmp_path)
 
 
 def pushes(env) -> list[str]:
@@ -148,6 +153,26 @@ def test_rerun_without_a_push_record_reads_the_bundle_from_kaggle(series):
         IDS["03"],
         IDS["04"],
     ]
+
+
+def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pushes_the_models(tmp_path, project_copy):
+    """A bundle carries the lib modules its notebook imports: a toolbox edit (the report, the Kaggle tooling itself)
+    changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes both,
+    and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
+    env, make, args, build, _ = fake_series(tmp_path, root=project_copy)
+    assert make(*args).returncode == 0
+    for tool in ("tools/report.py", "tools/kaggle/series.py", "tools/runner/inputs.py"):
+        with open(project_copy / tool, "a") as file:
+            file.write("\n# an edit\n")
+    again = make(*args)
+    assert again.returncode == 0, again.stderr
+    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # nothing new
+    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
+    with open(project_copy / "lib" / "train.py", "a") as file:
+        file.write("\n# an edit\n")
+    trained = make(*args)
+    assert trained.returncode == 0, trained.stderr
+    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"] * 2
 
 
 def test_a_changed_bundle_is_pushed_again_and_so_is_05(series):
