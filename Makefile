@@ -186,8 +186,9 @@ test-kaggle-oldest: .venv-kaggle/.installed ## lib on the oldest claimed Kaggle 
 	.venv-kaggle/bin/pip install -q --no-deps -e .
 	@touch $@
 
-bench: | venv ## Input-pipeline benchmark: decode, ImageDataGenerator, this pipeline (cold/cached), 10-pass TTA
+bench: | venv ## Benchmarks: the input pipeline (decode, ImageDataGenerator, cold/cached, TTA), then training three ways
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.training
 
 bench-duplicates: | venv ## Duplicate scan on generated real-size photos (15,561 + 6,675 640x480 JPEGs; PHOTOS=N fewer)
 	$(PY) bench/duplicates.py $(if $(PHOTOS),--photos $(PHOTOS))

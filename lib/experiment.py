@@ -31,6 +31,7 @@ class Context:
     precision: str
     distribution: DistributionPlan
     time_budget_minutes: float | None  # as used: "auto" resolved for the hardware found
+    runtime: distribute.Runtime | None = None  # cores, threads, pipeline workers (lib.distribute.start_runtime)
 
     @property
     def replicas(self) -> int:
@@ -47,7 +48,6 @@ class Context:
     ):
         from lib.pipeline import ImageSequence
 
-        workers = {"workers": self.params["workers"]} if self.params.get("workers") else {}
         return ImageSequence(
             frame["path"].tolist(),
             frame["Category"].to_numpy() if labelled else None,
@@ -57,7 +57,7 @@ class Context:
             shuffle=shuffle,
             seed=self.params["seed"],
             replicas=self.replicas,
-            **workers,
+            **({"workers": self.runtime.pipeline_workers} if self.runtime else {}),
         )
 
 
@@ -66,7 +66,8 @@ def setup(params: dict) -> Context:
     check the data, split it, and open the run folder (resuming if it matches)."""
     choice = params.get("distribute", "auto")
     distribute.choose_backend(choice)
-    distribute.split_host_cpu(int(os.environ.get("CARS_VIRTUAL_DEVICES") or 1))
+    virtual_devices = int(os.environ.get("CARS_VIRTUAL_DEVICES") or 1)
+    runtime = distribute.start_runtime(params.get("threads", "auto"), virtual_devices, params.get("workers") or 0)
     devices = distribute.visible_devices()
     plan = distribute.plan_distribution(choice, _backend(), devices, tf_tpu=distribute.tensorflow_tpu_build())
     distribute.check_gradient_accumulation(plan, params.get("gradient_accumulation_steps"))
@@ -78,12 +79,12 @@ def setup(params: dict) -> Context:
     )
     recorded = plan.record(params["batch_size"])
     params, data_dir, run = open_run(params, resumable=True, precision_policy=precision, distribution=recorded)
-    run.update_metrics(**recorded, precision=precision, time_budget_minutes_used=budget)
+    run.update_metrics(**recorded, precision=precision, time_budget_minutes_used=budget, runtime=runtime.record())
     scan = data.scan(data_dir, max_bad_fraction=params.get("max_bad_fraction", 0.01))
     write_csv(run.path("problems.csv"), scan.problems)
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
     print(distribute.describe_backend(devices))
-    print(plan.describe(params["batch_size"], precision))
+    print(f"{plan.describe(params['batch_size'], precision)}; {runtime.describe()}")
     print(f"Time budget: {f'{budget:g} minutes' if budget else 'none'} ({params.get('time_budget_minutes', 'auto')!r})")
     print(f"Data: {describe_data(data_dir)}; {scan.summary()}")
     split = (
@@ -92,7 +93,7 @@ def setup(params: dict) -> Context:
         else f"{len(train):,} train / {len(val):,} validation"
     )
     print(f"Split (seed {params['seed']}): {split}; run folder {run.dir}")
-    return Context(params, run, data_dir, scan, train, val, precision, plan, budget)
+    return Context(params, run, data_dir, scan, train, val, precision, plan, budget, runtime)
 
 
 def _backend() -> str:

@@ -15,12 +15,13 @@ import numpy as np
 
 import lib
 from lib.augment import GEOMETRY, photometric_preset, sample_warp, warp
+from lib.distribute import default_workers
 from lib.images import ImageReadError, read_rgb, resize_square, warn_unreadable
 
 # Threads by default: OpenCV's decode/resize/warp release the GIL, and threads skip pickling every batch back
 # from a worker process. `python -m bench.pipeline --explore` measured 2 processes no faster than 2 threads here;
 # use_multiprocessing=True stays available (the sequence and its memmap cache pickle safely).
-DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+DEFAULT_WORKERS = default_workers()  # one per core this process may use (its affinity and cgroup quota), at most 8
 
 
 def _cache_key(paths: list[str], image_size: int) -> str:

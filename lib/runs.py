@@ -31,7 +31,7 @@ PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
 RESUME_SAFE = frozenset(
     {
         "run_name", "run_dir", "profile",  # where the run lives
-        "verbose", "workers", "distribute",
+        "verbose", "workers", "threads", "distribute",
         "time_budget_minutes", "predict_reserve_minutes",
         "tta", "tta_passes", "predict_image_size",
         "lr_find_steps",

@@ -3,6 +3,40 @@
 from __future__ import annotations
 
 
+def set_thread_pools(intra_op: int, inter_op: int) -> tuple[int, int]:
+    """TensorFlow's two thread pools, set before its runtime starts (a started runtime keeps its own: an
+    interactive rerun of the set-up cell). Returns the pools in effect (0: TensorFlow's default, every core)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:  # "... cannot be modified after initialization"
+        pass
+    return thread_pools()
+
+
+def thread_pools() -> tuple[int, int]:
+    """(intra-op, inter-op) threads TensorFlow was told to use; 0 means its own default (all cores)."""
+    import tensorflow as tf
+
+    return (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+
+
+def apply_generator_memory_patch() -> None:
+    """Run tf.data's generator op once, now: its first construction in a process calls glibc's mallopt to set
+    M_TRIM_THRESHOLD to 128 KB (TensorFlow logs "Memory patch applied"), which also freezes glibc's mmap
+    threshold. Keras feeds every PyDataset (training, TTA) through that op, so this happens anyway; doing it here
+    lets the caller set its own thresholds after it, for the rest of the process."""
+    import tensorflow as tf
+
+    for _ in tf.data.Dataset.from_generator(lambda: iter((0,)), output_signature=tf.TensorSpec((), tf.int32)):
+        pass
+
+
 def split_cpu(count: int) -> None:
     """Show the CPU as `count` logical devices (must run before TensorFlow's runtime starts)."""
     import tensorflow as tf

@@ -50,6 +50,7 @@ batch_size = 32  # per replica (device); the global batch is this x the replicas
 augment = "medium"  # albumentations preset: none, light, medium, heavy
 keras_augment = "none"  # Keras preprocessing layers inside the model: none, light, medium, heavy
 workers = 0  # input pipeline threads (0: automatic)
+threads = "auto"  # the backend's compute threads: auto (every core this process may use) or a number
 # training
 stages = [
     {"name": "head", "trainable": "head", "epochs": 2, "image_size": 224, "optimizer": "adam", "lr": 1e-3},
@@ -81,8 +82,9 @@ ctx = experiment.setup(params)
 # %% [markdown]
 # The lines above say what this run works with: the Keras backend, then the devices and how training spreads
 # over them, e.g. `Devices: 2 x Tesla T4 (tf.distribute.MirroredStrategy), global batch 64 = 32 per replica,
-# precision mixed_float16` on Kaggle's GPU T4 x2, or `1 x CPU (single device)` here; the time budget; the data and
-# its split. `batch_size` is per device, and with several devices each step trains on all their batches at once.
+# precision mixed_float16` on Kaggle's GPU T4 x2, or `1 x CPU (single device)` here, followed by the cores this
+# process may use and the threads it computes and decodes with (`threads`, `workers`); the time budget; the data
+# and its split. `batch_size` is per device, and with several devices each step trains on all their batches at once.
 
 # %% [markdown]
 # ## Model

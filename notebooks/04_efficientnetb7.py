@@ -57,6 +57,7 @@ batch_size = 16  # per replica (device); the global batch is this x the replicas
 augment = "medium"
 keras_augment = "none"
 workers = 0
+threads = "auto"  # the backend's compute threads: auto (every core this process may use) or a number
 # training: the batch shrinks as images grow
 stages = [
     {"name": "head", "trainable": "head", "epochs": 2, "image_size": 384, "optimizer": "adam", "lr": 1e-3},

@@ -81,3 +81,17 @@ def test_iterate_like_fit_sees_every_image_once_and_records_the_epoch_end_wait(t
     sequence = ImageSequence(paths, np.arange(5), image_size=16, batch_size=2, workers=2)
     assert bench.iterate_like_fit(sequence) == 5
     assert len(bench.EPOCH_END_WAITS) == waits_before + 1
+
+
+def test_tiny_training_bench_prints_three_rows_per_model_with_their_ratio(capsys):
+    from bench import training
+
+    args = ["--models", "test_cnn", "--train", "16", "--val", "8", "--size", "32", "--batch", "8", "--epochs", "2"]
+    assert training.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| test_cnn, ")]
+    assert [row[0].removeprefix("| test_cnn, ") for row in rows] == list(training.ROWS)
+    rates, ratios = [float(row[1]) for row in rows], [float(row[2]) for row in rows]
+    assert all(rate > 0 for rate in rates) and ratios[0] == 1.0
+    assert ratios[1:] == pytest.approx([rates[1] / rates[0], rates[2] / rates[0]], abs=0.01)
+    assert "leaves out its first epoch (graph tracing)" in out and "pipeline worker" in out

@@ -187,3 +187,96 @@ def test_the_model_notebooks_import_no_keras_before_setup():
         check = f"{imports}\nimport sys\nassert 'keras' not in sys.modules, [m for m in sys.modules if 'keras' in m]"
         done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=PROJECT_ROOT)
         assert done.returncode == 0, f"{name}: {done.stderr[-1500:]}"
+
+
+# ---------------------------------------------------------------- the runtime: cores, threads, allocator
+
+
+def test_available_cores_follow_the_affinity_and_a_cgroup_quota(tmp_path):
+    from lib.distribute import available_cores
+
+    assert available_cores({0, 1, 2, 3}, tmp_path / "none") == 4
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("150000 100000\n")  # docker --cpus=1.5
+    assert available_cores({0, 1, 2, 3}, tmp_path / "v2") == 2
+    (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
+    assert available_cores({0, 1, 2}, tmp_path / "v2") == 3
+    (tmp_path / "v1" / "cpu").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cores({0, 1, 2, 3}, tmp_path / "v1") == 1
+
+
+# Page faults while a worker thread allocates and touches a decoded photo's buffer (640x480x3, 900 KB) 100 times,
+# as the input pipeline's threads do: about 225 per round when glibc trims and re-faults it every time, none
+# when the buffer is reused.
+FAULT_PROBE = """
+import json, resource, sys, threading
+import numpy as np
+from lib import distribute
+
+def faults_per_round(rounds=100, size=640 * 480 * 3):
+    counted = {}
+    def work():
+        np.empty(size, np.uint8).fill(1)  # the thread's arena, set up
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(rounds):
+            np.empty(size, np.uint8).fill(1)
+        counted["faults"] = (resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / rounds
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return counted["faults"]
+
+runtime = distribute.start_runtime(sys.argv[1]) if sys.argv[1] != "none" else None
+import keras
+
+class Photos(keras.utils.PyDataset):
+    def __len__(self):
+        return 2
+    def __getitem__(self, index):
+        return np.zeros((4, 8, 8, 3), np.float32), np.zeros((4, 2), np.float32)
+
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+model.compile(optimizer="sgd", loss="mse")
+model.predict(Photos(), verbose=0)  # TTA's path: tf.data's generator op, as model.fit on the pipeline
+after_predict = faults_per_round()
+model.fit(Photos(), epochs=1, verbose=0)  # an LR range test or a first stage
+import tensorflow as tf
+print(json.dumps({"after_predict": after_predict, "after_fit": faults_per_round(),
+                  "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                              tf.config.threading.get_inter_op_parallelism_threads()],
+                  "runtime": runtime.record() if runtime else None}))
+"""
+
+
+def probe(threads: str) -> dict:
+    import json
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", FAULT_PROBE, threads], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd(), "KERAS_BACKEND": "tensorflow"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_decoded_photos_reuse_their_memory_after_tensorflow_has_fed_a_pydataset():
+    """TensorFlow's generator op sets glibc's trim threshold to 128 KB on its first use; start_runtime keeps
+    glibc's own thresholds after it, so a predict or a fit (an LR range test) leaves decoding as fast as before."""
+    pytest.importorskip("tensorflow")
+    fixed = probe("auto")
+    assert fixed["after_predict"] < 5 and fixed["after_fit"] < 5
+    assert fixed["runtime"]["allocator"] == "glibc mmap/trim thresholds 32/64 MB"
+    unfixed = probe("none")  # the control: TensorFlow's own setting still costs a fault per page, every time
+    assert unfixed["after_predict"] > 100
+
+
+def test_the_thread_settings_are_the_ones_training_runs_with():
+    pytest.importorskip("tensorflow")
+    from lib.distribute import available_cores
+
+    assert probe("1")["threads"] == [1, 1]
+    cores, automatic = available_cores(), probe("auto")
+    assert automatic["threads"] == [cores, cores] and automatic["runtime"]["cores"] == cores

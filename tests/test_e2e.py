@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lib import paths
+from lib.distribute import available_cores
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import kaggle_env, run_module
 
@@ -297,6 +298,10 @@ def test_a_model_notebook_runs_on_two_virtual_devices(tmp_path):
     assert "Devices: 2 x CPU" in printed and "global batch 16 = 8 per replica" in printed
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["replicas"], metrics["global_batch_size"]) == (2, 16)
+    runtime = metrics["runtime"]  # the threads training ran with, recorded and on the Devices line
+    devices_line = next(line for line in printed.splitlines() if line.startswith("Devices: "))
+    assert f"{runtime['cores']} core" in devices_line and f"{runtime['threads']} tensorflow thread" in devices_line
+    assert runtime["threads"] == available_cores() and "glibc" in runtime["allocator"]
     validate_submission(tmp_path / "submissions" / "xception.csv", read_sample_ids(data_dir / "sample-submission.csv"))
 
 
