@@ -182,12 +182,12 @@ def main(argv=None) -> int:
         print(f"--images ({args.images}) must be at least --batch ({args.batch})", file=sys.stderr)
         return 1
 
-    from lib import distribute
+    from lib import runtime as setup
     from lib.pipeline import DEFAULT_WORKERS, ImageSequence
 
     if args.tensorflow_malloc:
-        distribute.keep_glibc_thresholds = lambda: False
-    runtime = distribute.start_runtime()  # as training sets it up
+        setup.keep_glibc_thresholds = lambda: False
+    runtime = setup.start_runtime()  # as training sets it up
 
     workers = args.workers or DEFAULT_WORKERS
     root = Path(tempfile.mkdtemp(prefix="cars-bench-")) if args.keep is None else args.keep

@@ -145,13 +145,11 @@ def main(argv=None) -> int:
     if args.epochs < 2:
         print("--epochs must be at least 2: the first one traces the model and is left out", file=sys.stderr)
         return 1
-    from lib import distribute
+    from lib import runtime as setup
 
-    keep = distribute.keep_glibc_thresholds
     if args.tensorflow_malloc:
-        distribute.keep_glibc_thresholds = lambda: False
-    runtime = distribute.start_runtime(args.threads)
-    distribute.keep_glibc_thresholds = keep
+        setup.keep_glibc_thresholds = lambda: False
+    runtime = setup.start_runtime(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="cars-bench-training-"))
     try:
         paths = make_jpegs(folder / "images", args.train + args.val)

@@ -14,6 +14,7 @@ from lib import NUM_CLASSES, data, distribute, paths
 from lib.distribute import DistributionPlan
 from lib.notebook import describe_data, open_run
 from lib.runs import RunRecord, seed_everything, write_csv
+from lib.runtime import Runtime, start_runtime
 
 STARTED = time.time()  # the notebook's start: the time budget counts from here
 
@@ -31,7 +32,7 @@ class Context:
     precision: str
     distribution: DistributionPlan
     time_budget_minutes: float | None  # as used: "auto" resolved for the hardware found
-    runtime: distribute.Runtime | None = None  # cores, threads, pipeline workers (lib.distribute.start_runtime)
+    runtime: Runtime | None = None  # cores, threads, pipeline workers (lib.runtime.start_runtime)
 
     @property
     def replicas(self) -> int:
@@ -67,7 +68,7 @@ def setup(params: dict) -> Context:
     choice = params.get("distribute", "auto")
     distribute.choose_backend(choice)
     virtual_devices = int(os.environ.get("CARS_VIRTUAL_DEVICES") or 1)
-    runtime = distribute.start_runtime(params.get("threads", "auto"), virtual_devices, params.get("workers") or 0)
+    runtime = start_runtime(params.get("threads", "auto"), virtual_devices, params.get("workers") or 0)
     devices = distribute.visible_devices()
     plan = distribute.plan_distribution(choice, _backend(), devices, tf_tpu=distribute.tensorflow_tpu_build())
     distribute.check_gradient_accumulation(plan, params.get("gradient_accumulation_steps"))

@@ -15,8 +15,8 @@ import numpy as np
 
 import lib
 from lib.augment import GEOMETRY, photometric_preset, sample_warp, warp
-from lib.distribute import default_workers
 from lib.images import ImageReadError, read_rgb, resize_square, warn_unreadable
+from lib.runtime import default_workers
 
 # Threads by default: OpenCV's decode/resize/warp release the GIL, and threads skip pickling every batch back
 # from a worker process. `python -m bench.pipeline --explore` measured 2 processes no faster than 2 threads here;

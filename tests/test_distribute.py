@@ -193,7 +193,7 @@ def test_the_model_notebooks_import_no_keras_before_setup():
 
 
 def test_available_cores_follow_the_affinity_and_a_cgroup_quota(tmp_path):
-    from lib.distribute import available_cores
+    from lib.runtime import available_cores
 
     assert available_cores({0, 1, 2, 3}, tmp_path / "none") == 4
     (tmp_path / "v2").mkdir()
@@ -213,7 +213,7 @@ def test_available_cores_follow_the_affinity_and_a_cgroup_quota(tmp_path):
 FAULT_PROBE = """
 import json, resource, sys, threading
 import numpy as np
-from lib import distribute
+from lib import runtime as setup
 
 def faults_per_round(rounds=100, size=640 * 480 * 3):
     counted = {}
@@ -228,7 +228,7 @@ def faults_per_round(rounds=100, size=640 * 480 * 3):
     thread.join()
     return counted["faults"]
 
-runtime = distribute.start_runtime(sys.argv[1]) if sys.argv[1] != "none" else None
+runtime = setup.start_runtime(sys.argv[1]) if sys.argv[1] != "none" else None
 import keras
 
 class Photos(keras.utils.PyDataset):
@@ -275,7 +275,7 @@ def test_decoded_photos_reuse_their_memory_after_tensorflow_has_fed_a_pydataset(
 
 def test_the_thread_settings_are_the_ones_training_runs_with():
     pytest.importorskip("tensorflow")
-    from lib.distribute import available_cores
+    from lib.runtime import available_cores
 
     assert probe("1")["threads"] == [1, 1]
     cores, automatic = available_cores(), probe("auto")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lib import paths
-from lib.distribute import available_cores
+from lib.runtime import available_cores
 from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import kaggle_env, run_module
 
