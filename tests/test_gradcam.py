@@ -112,3 +112,42 @@ def test_xception_from_build_model():
     maps = heatmaps(model, images)
     assert maps.shape == (2, 80, 80) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert maps.max() == pytest.approx(1.0)  # random weights still weigh some channels positively
+
+
+def test_explain_runs_rebuilds_each_run_and_explains_its_sure_answers_and_the_ensembles_mistakes(tmp_path):
+    """06's Grad-CAM step: each run folder's model rebuilt from params.json with its best weights, its surest
+    mistakes and right answers drawn at the size it predicted at, and each ensemble mistake as it saw it."""
+    import cv2
+    import pandas as pd
+
+    from lib.analysis.gradcam import explain_runs
+    from lib.models import build_model
+    from lib.runs import write_json
+
+    settings = dict(weights=None, pooling="avg", head_batchnorm=False, dropout=0.0, dense_units=4, activation="relu",
+                    l2=0.0, keras_augment="none")  # fmt: skip
+    folders = {}
+    for name, size in (("03_a", 40), ("04_b", 48)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        build_model("test_cnn", **settings).save_weights(folders[name] / "best.weights.h5")
+        write_json(folders[name] / "params.json", {"backbone": "test_cnn", **settings})
+        write_json(folders[name] / "metrics.json", {"image_size": size})
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(6):
+        paths.append(str(tmp_path / f"{index}.jpg"))
+        cv2.imwrite(paths[-1], rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    labels = np.arange(6) % 3
+    predicted = np.array([0, 1, 2, 5, 6, 7])  # three right, three wrong
+    sure = np.full((6, 10), 0.02) + 0.78 * np.eye(10)[predicted]
+    probs = {name: sure for name in folders}
+    mistakes = pd.DataFrame({"path": paths[:2], "predicted": [5, 7]})
+    explained = explain_runs(folders, probs, labels, [f"{i}.jpg" for i in range(6)], paths, 2,
+                             ensemble_mistakes=mistakes)  # fmt: skip
+    assert [(run.name, run.image_size) for run in explained] == [("03_a", 40), ("04_b", 48)]
+    for run in explained:
+        assert len(run.panels) == len(run.titles) == 2 * 2 * 2  # (mistakes + right) x 2, each photo and its map
+        assert {panel.shape for panel in run.panels} == {(run.image_size, run.image_size, 3)}
+        assert run.titles[1] == "Grad-CAM" and run.titles[0].startswith(("mistake: ", "right: "))
+        assert len(run.ensemble_overlays) == 2 and run.ensemble_overlays[0].dtype == np.uint8
