@@ -210,6 +210,7 @@ def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
 WEIGHTS = "tester/sf-dl-cars-keras-weights"  # the dataset a kernel attaches by default
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_push_status_output_through_the_api(tmp_path, tiny, fake_kaggle):
     kernel_output = tmp_path / "kernel-output"
     (kernel_output / "lib").mkdir(parents=True)
@@ -234,11 +235,12 @@ def test_push_status_output_through_the_api(tmp_path, tiny, fake_kaggle):
     sent = json.loads(saved.text)
     assert BUNDLE_TAG in sent["cells"][0]["metadata"]["tags"] and isinstance(sent["cells"][0]["source"], str)
 
-    state = run_module("tools.kaggle.kernel", "status", "--out", str(out), env=env)
+    make = kaggle_make(tmp_path, env)  # the targets, as kaggle.mk passes KERNEL_DIR=
+    state = make("kaggle-status", f"KERNEL_DIR={out}")
     assert (
         "tester/sf-dl-cars-07-tiny is COMPLETE (https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny)" in state.stdout
     )
-    fetched = run_module("tools.kaggle.kernel", "output", "--out", str(out), env=env)
+    fetched = make("kaggle-output", f"KERNEL_DIR={out}")
     assert fetched.returncode == 0, fetched.stderr
     dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
