@@ -320,7 +320,7 @@ def test_make_kaggle_weights_creates_the_dataset_then_adds_versions(tmp_path, lo
     dataset = f"tester/{WEIGHTS_DATASET_SLUG}"
     assert first.stdout.strip().splitlines()[-1] == (
         f"2 weight files (0 MB) created as a new private dataset {dataset}; `make kaggle-kernel` attaches it. "
-        f"Kaggle prepares it for a few minutes: https://www.kaggle.com/datasets/{dataset}"
+        f"Kaggle processes it before a kernel can attach it: https://www.kaggle.com/datasets/{dataset}"
     )
     assert fake_kaggle.rpcs() == ["GetDatasetStatus", "StartBlobUpload", "StartBlobUpload", "CreateDataset"]
     [created] = fake_kaggle.datasets[dataset]

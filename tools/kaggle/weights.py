@@ -130,8 +130,9 @@ def dataset_exists(dataset: str) -> bool:
     request = ApiGetDatasetStatusRequest()
     request.owner_slug, request.dataset_slug = dataset.split("/")
     send = api.client().datasets.dataset_api_client.get_dataset_status
+    missing = api.NotFound(f"Kaggle shows you no dataset {dataset}")
     try:
-        api.call(send, request, f"dataset {dataset}", {403: api.NotFound(dataset), 404: api.NotFound(dataset)})
+        api.call(send, request, f"dataset {dataset}", {403: missing, 404: missing})
     except api.NotFound:
         return False
     return True
@@ -207,7 +208,7 @@ def upload(names: list[str], given: str | None = None, out: Path = STAGE_DIR, me
     page = answer.url or f"https://www.kaggle.com/datasets/{dataset}"
     return (
         f"{len(files)} weight files ({size_mb:.0f} MB) {action} {dataset}; `make kaggle-kernel{attach}` attaches it. "
-        f"Kaggle prepares it for a few minutes: {page}"
+        f"Kaggle processes it before a kernel can attach it: {page}"
     )
 
 
