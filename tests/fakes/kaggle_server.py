@@ -165,7 +165,8 @@ class FakeKaggle:
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))  # port 0: a free one
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # serve_forever checks for shutdown at this interval: a short one keeps each test's teardown short
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     # ------------------------------------------------------------------ running
 

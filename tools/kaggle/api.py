@@ -10,13 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
-
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING, TypeVar
 
 from lib import COMPETITION
-from lib.runs import atomic_path
+
+if TYPE_CHECKING:  # requests, and lib.runs (pandas), load where used: `make weights` imports this module too
+    import requests
 
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
 CREDENTIAL_WAYS = (
@@ -144,16 +143,16 @@ def timeout_seconds() -> float:
     return float(os.environ.get("CARS_KAGGLE_TIMEOUT_SECONDS") or TIMEOUT_SECONDS)
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request sent through a session our timeout (kagglesdk 0.1.38 sends its requests without one)."""
-
-    def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=timeout or timeout_seconds(), **kwargs)
-
-
 def _bounded(session: requests.Session) -> requests.Session:
+    """The session, every request it sends given our timeout (kagglesdk 0.1.38 sends its requests without one)."""
+    from requests.adapters import HTTPAdapter
+
+    class TimeoutAdapter(HTTPAdapter):
+        def send(self, request, timeout=None, **kwargs):
+            return super().send(request, timeout=timeout or timeout_seconds(), **kwargs)
+
     for scheme in ("http://", "https://"):
-        session.mount(scheme, _TimeoutAdapter())
+        session.mount(scheme, TimeoutAdapter())
     return session
 
 
@@ -189,6 +188,8 @@ def client():
 
 def plain_session() -> requests.Session:
     """For Kaggle's storage URLs (uploads, output files): no credentials sent, the same timeout."""
+    import requests
+
     return _bounded(requests.Session())
 
 
@@ -196,6 +197,7 @@ def plain_session() -> requests.Session:
 
 
 def _timed_out(err: BaseException) -> bool:
+    import requests
     import urllib3.exceptions
 
     return isinstance(err, requests.Timeout) or any(isinstance(a, urllib3.exceptions.TimeoutError) for a in err.args)
@@ -246,6 +248,8 @@ def call(send: Callable[..., Answer], request, about: str, refusals: dict | None
     """One kagglesdk call, `send(request)`: a conflict or rate limit (HTTP 409/429) is tried again after a growing
     pause, RETRIES times at most; anything else that fails raises a one-line KaggleError. `about` names the thing
     asked about in those lines ("kernel owner/slug")."""
+    import requests
+
     base = float(os.environ.get("CARS_KAGGLE_RETRY_SECONDS", RETRY_BASE_SECONDS))
     for attempt in range(RETRIES + 1):
         try:
@@ -265,6 +269,10 @@ def call(send: Callable[..., Answer], request, about: str, refusals: dict | None
 def save(response: requests.Response, target: Path, about: str) -> Path:
     """Stream a download into `target`: written beside it and renamed into place only once every byte the answer
     announced has arrived, so a dropped or stalled connection leaves nothing behind."""
+    import requests
+
+    from lib.runs import atomic_path
+
     try:
         response.raise_for_status()
         expected = response.headers.get("Content-Length")
@@ -286,6 +294,8 @@ def save(response: requests.Response, target: Path, about: str) -> Path:
 
 def fetch_url(url: str, target: Path, about: str) -> Path:
     """Download a storage URL Kaggle handed out (a kernel's output file) into `target`."""
+    import requests
+
     try:
         response = plain_session().get(url, stream=True)
     except requests.RequestException as err:
@@ -295,6 +305,8 @@ def fetch_url(url: str, target: Path, about: str) -> Path:
 
 def upload(create_url: str, path: Path, about: str) -> None:
     """Send a file to the upload URL Kaggle handed out (kaggle 2.2.5's upload_complete: one PUT of the whole file)."""
+    import requests
+
     try:
         with open(path, "rb") as data:
             response = plain_session().put(create_url, data=data)

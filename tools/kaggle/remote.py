@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.runs import write_text
 from tools.kaggle import api
 from tools.kaggle.api import KaggleError
 from tools.text import duration
@@ -167,6 +166,8 @@ def output_pages(kernel_id: str, page_size: int = OUTPUT_PAGE_SIZE):
 def fetch_output(kernel_id: str, dest: Path, weights: bool = False) -> Path:
     """Download a kernel's output into dest: what a user reads, or everything (weights too) with weights=True, and
     its log as <slug>.log (where kaggle 2.2.5's `kernels output` writes it)."""
+    from lib.runs import write_text
+
     keep = re.compile("" if weights else READ_PATTERN)
     log = ""
     for page in output_pages(kernel_id):
@@ -185,6 +186,8 @@ def fetch_output(kernel_id: str, dest: Path, weights: bool = False) -> Path:
 
 def fetch_log(kernel_id: str, dest: Path) -> Path | None:
     """Only the run's log, which comes with the output listing: no output file is downloaded."""
+    from lib.runs import write_text
+
     page = next(output_pages(kernel_id, page_size=1))
     if not page.log:
         return None
