@@ -48,6 +48,7 @@ def test_download_unpacks_and_verifies_then_second_run_does_nothing(tmp_path, se
         assert (data / "test_upload" / image_id).is_file()
     assert not list(data.glob(".*")), "temp download or extraction folders left behind"
     assert "3 train images and 4 test images, verified" in first.stdout.splitlines()[-1]
+    assert not (tmp_path / "home" / ".kaggle").exists(), "the kaggle package was imported (it creates this folder)"
 
     # Second run: nothing fetched, no credentials needed, and it says so.
     again_env = kaggle_env(tmp_path, credentials=False, server=fake_kaggle)

@@ -50,7 +50,7 @@ def tiny(tmp_path):
 
 
 def files_under(folder: Path, pattern: str) -> dict[str, bytes]:
-    """Each file below folder that matches pattern, by its path inside folder ("kaggle/cli.py"), with its bytes."""
+    """Each file below folder that matches pattern, by its path inside folder ("analysis/errors.py"), with its bytes."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob(pattern) if p.is_file()}
 
 
