@@ -182,7 +182,10 @@ def client():
         kaggle = KaggleClient(username=found.username, api_token=token)
     http = kaggle.http_client()
     http.__enter__()  # kagglesdk makes its requests.Session here; the session is only reachable as _session
-    _bounded(http._session)
+    session = getattr(http, "_session", None)
+    if session is None:
+        raise KaggleError("this kagglesdk keeps no _session to put a timeout on: install the pinned one (`make venv`)")
+    _bounded(session)
     return kaggle
 
 
