@@ -1,5 +1,5 @@
 # The Kaggle round trip (issue 5), included by the Makefile: data download, submissions, the series as a Kaggle kernel.
-# Uses PY and the venv target from the Makefile. Every command goes through lib/kaggle/cli.py (the `kaggle` CLI).
+# Uses PY and the venv target from the Makefile. Every request goes through tools/kaggle/api.py (kagglesdk).
 
 FILE ?=
 MSG ?=

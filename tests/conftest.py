@@ -1,4 +1,4 @@
-"""Shared fixtures: the real reference files (skipped when absent) and small generated demo data sets."""
+"""Shared fixtures: the real reference files (skipped when absent), small generated demo data sets, a fake Kaggle."""
 
 import pytest
 
@@ -43,3 +43,16 @@ def project_copy(tmp_path):
         shutil.copy2(paths.PROJECT_ROOT / name, root / name)  # mtimes kept: .venv stays newer than its inputs
     (root / ".venv").symlink_to(paths.PROJECT_ROOT / ".venv")
     return root
+
+
+@pytest.fixture()
+def fake_kaggle():
+    """A fake Kaggle API server (tests/fakes/kaggle_server.py) of its own, on a free local port, for one test;
+    `kaggle_env(..., server=fake_kaggle)` points the real kaggle client at it."""
+    from lib import COMPETITION
+    from tests.fakes.kaggle_server import FakeKaggle
+    from tests.kaggle_fixtures import SECRET_KEY, USERNAME
+
+    server = FakeKaggle(COMPETITION, USERNAME, SECRET_KEY).start()
+    yield server
+    server.stop()

@@ -1,8 +1,7 @@
-"""Helpers for the Kaggle tests: a sandboxed environment with the fake `kaggle` first on PATH, tiny competition zips."""
+"""Helpers for the Kaggle tests: a sandboxed environment whose Kaggle is the fake server, tiny competition zips."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,28 +11,49 @@ from pathlib import Path
 import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FAKES = PROJECT_ROOT / "tests" / "fakes"
+USERNAME = "tester"
 SECRET_KEY = "s3cr3t-kaggle-key-0123456789"
+# Where a request goes when a test starts no server: nothing listens there, so it is refused at once.
+NOWHERE = "http://127.0.0.1:9"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
-def kaggle_env(tmp_path: Path, credentials: bool = True, root: Path = PROJECT_ROOT, **extra: str) -> dict:
-    """Environment for running the entry points: fake kaggle first on PATH, HOME and Kaggle config in tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "FAKE_KAGGLE_", "XDG_CONFIG"))}
+def kaggle_env(tmp_path: Path, credentials: bool = True, root: Path = PROJECT_ROOT, server=None, **extra: str) -> dict:
+    """Environment for running the entry points: HOME and Kaggle config in tmp_path, and the real kaggle client
+    pointed at `server` (tests/fakes/kaggle_server.py), or at nothing.
+
+    kagglesdk sends every call to http://localhost/api/v1/... under KAGGLE_API_ENVIRONMENT=LOCALHOST, through the HTTP
+    proxy the environment names (requests' own rule): the fake server, on a free port, is that proxy. No port is
+    fixed, so tests run side by side, and no request can leave this machine."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAGGLE_", "XDG_CONFIG")) and k.lower() not in PROXY_VARIABLES
+    }
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     fake_root = tmp_path / "fake-kaggle"  # lib.paths: outputs go to <root>/working, never into the checkout
     (fake_root / "input").mkdir(parents=True, exist_ok=True)
     (fake_root / "working").mkdir(exist_ok=True)
+    proxy = server.proxy if server is not None else NOWHERE
     env.update(
-        PATH=f"{FAKES}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # this venv's tools first
         HOME=str(home),
         KAGGLE_CONFIG_DIR=str(home / ".kaggle"),
         CARS_KAGGLE_ROOT=str(fake_root),
-        FAKE_KAGGLE_LOG=str(tmp_path / "kaggle-calls.jsonl"),
         PYTHONPATH=str(root),
+        KAGGLE_API_ENVIRONMENT="LOCALHOST",
+        HTTP_PROXY=proxy,
+        http_proxy=proxy,
+        HTTPS_PROXY=NOWHERE,
+        https_proxy=NOWHERE,
+        NO_PROXY="",
+        no_proxy="",
+        CARS_KAGGLE_RETRY_SECONDS="0",
+        CARS_KAGGLE_TIMEOUT_SECONDS="10",
     )
     if credentials:
-        env.update(KAGGLE_USERNAME="tester", KAGGLE_KEY=SECRET_KEY)
+        env.update(KAGGLE_USERNAME=USERNAME, KAGGLE_KEY=SECRET_KEY)
     env.update(extra)
     return env
 
@@ -46,7 +66,7 @@ def run_module(module: str, *args: str, env: dict, cwd: Path = PROJECT_ROOT) -> 
 
 def kaggle_make(tmp_path: Path, env: dict, root: Path = PROJECT_ROOT):
     """`make` with kaggle.mk included as the project's Makefile includes it (PY, a no-op venv, help), for
-    `make(*args) -> CompletedProcess` calls through the fake kaggle CLI, in the checkout `root`."""
+    `make(*args) -> CompletedProcess` calls in the checkout `root`, with the environment `env`."""
     makefile = tmp_path / "Makefile"
     makefile.write_text(
         f"PY := {sys.executable}\nvenv:\n\t@true\n"
@@ -62,10 +82,9 @@ def kaggle_make(tmp_path: Path, env: dict, root: Path = PROJECT_ROOT):
     return make
 
 
-def kaggle_calls(env: dict) -> list[dict]:
-    """Every call the fake kaggle received, in order."""
-    path = Path(env["FAKE_KAGGLE_LOG"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def serve_competition(server, folder: Path) -> None:
+    """Let the fake server serve every file in `folder` as a competition data file."""
+    server.files.update({path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()})
 
 
 def tiny_jpeg(seed: int) -> bytes:

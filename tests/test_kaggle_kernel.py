@@ -12,9 +12,8 @@ import nbformat
 import pytest
 
 from lib.submission import read_sample_ids, validate_submission
-from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
+from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_env, kaggle_make, run_module
 from tools.kaggle.kernel import BUNDLE_TAG, lib_sources
-from tools.kaggle.remote import READ_PATTERN
 
 LIB = PROJECT_ROOT / "lib"
 TINY_NOTEBOOK = """\
@@ -51,7 +50,7 @@ def tiny(tmp_path):
 
 
 def files_under(folder: Path, pattern: str) -> dict[str, bytes]:
-    """Each file below folder that matches pattern, by its path inside folder ("kaggle/cli.py"), with its bytes."""
+    """Each file below folder that matches pattern, by its path inside folder ("analysis/errors.py"), with its bytes."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob(pattern) if p.is_file()}
 
 
@@ -208,11 +207,19 @@ def test_bundled_notebook_runs_on_a_fake_kaggle_tree(tmp_path, tiny):
     assert frame["Category"].tolist() == [7, 7]
 
 
-def test_push_status_output_call_the_cli(tmp_path, tiny):
+WEIGHTS = "tester/sf-dl-cars-keras-weights"  # the dataset a kernel attaches by default
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_push_status_output_through_the_api(tmp_path, tiny, fake_kaggle):
     kernel_output = tmp_path / "kernel-output"
-    kernel_output.mkdir()
+    (kernel_output / "lib").mkdir(parents=True)
     (kernel_output / "submission.csv").write_text("Id,Category\n1.jpg,3\n")
-    env = kaggle_env(tmp_path, FAKE_KAGGLE_OUTPUT=str(kernel_output))
+    (kernel_output / "model.keras").write_bytes(b"weights")
+    (kernel_output / "lib" / "train.py").write_text("# the bundle\n")
+    fake_kaggle.add_dataset(WEIGHTS)
+    fake_kaggle.add_kernel("tester/sf-dl-cars-07-tiny", output=kernel_output, log='[{"data": "done\\n"}]')
+    env = kaggle_env(tmp_path, server=fake_kaggle)
     out = build(tmp_path, env, tiny)
 
     pushed = run_module("tools.kaggle.kernel", "push", "--out", str(out), env=env)
@@ -220,21 +227,62 @@ def test_push_status_output_call_the_cli(tmp_path, tiny):
     assert "tester/sf-dl-cars-07-tiny pushed as version 1: https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny" in (
         pushed.stdout
     )
-    state = run_module("tools.kaggle.kernel", "status", "--out", str(out), env=env)
+    [saved] = fake_kaggle.called("SaveKernel")
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    assert (saved.slug, saved.new_title, saved.dataset_data_sources) == (meta["id"], meta["title"], [WEIGHTS])
+    assert saved.competition_data_sources == ["sf-dl-car-classification"] and saved.is_private
+    assert (saved.enable_gpu, saved.enable_internet, saved.machine_shape) == (True, False, "NvidiaTeslaT4")
+    sent = json.loads(saved.text)
+    assert BUNDLE_TAG in sent["cells"][0]["metadata"]["tags"] and isinstance(sent["cells"][0]["source"], str)
+
+    make = kaggle_make(tmp_path, env)  # the targets, as kaggle.mk passes KERNEL_DIR=
+    state = make("kaggle-status", f"KERNEL_DIR={out}")
     assert (
         "tester/sf-dl-cars-07-tiny is COMPLETE (https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny)" in state.stdout
     )
-    fetched = run_module("tools.kaggle.kernel", "output", "--out", str(out), env=env)
+    fetched = make("kaggle-output", f"KERNEL_DIR={out}")
     assert fetched.returncode == 0, fetched.stderr
     dest = tmp_path / "fake-kaggle" / "working" / "runs" / "kaggle" / "sf-dl-cars-07-tiny"  # runs/kaggle/<slug>
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "sf-dl-cars-07-tiny.log",  # the log, where kaggle 2.2.5 writes it; no weights, no lib bundle
+        "submission.csv",
+    ]
     assert (dest / "submission.csv").read_text() == "Id,Category\n1.jpg,3\n"
     assert f"make submit FILE={dest / 'submission.csv'}" in fetched.stdout
-
-    assert [c["argv"] for c in kaggle_calls(env)] == [
-        ["kernels", "push", "-p", str(out)],
-        ["kernels", "status", "tester/sf-dl-cars-07-tiny"],
-        ["kernels", "output", "tester/sf-dl-cars-07-tiny", "-p", str(dest), "--force", "--file-pattern", READ_PATTERN],
+    assert fake_kaggle.rpcs() == [
+        "GetDatasetStatus",  # the attached weights exist: push
+        "SaveKernel",
+        "GetKernelSessionStatus",
+        "ListKernelSessionOutput",
     ]
+
+
+def test_a_kernel_is_not_pushed_without_its_weights_dataset(tmp_path, tiny, fake_kaggle):
+    env = kaggle_env(tmp_path, server=fake_kaggle)
+    out = build(tmp_path, env, tiny)
+    refused = run_module("tools.kaggle.kernel", "push", "--out", str(out), env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == (
+        f"error: tester/sf-dl-cars-07-tiny attaches the dataset {WEIGHTS}, which Kaggle does not show you: upload it "
+        "with `make kaggle-weights`, or set WEIGHTS_DATASET=owner/slug (or none); nothing was pushed"
+    )
+    assert fake_kaggle.rpcs() == ["GetDatasetStatus"]
+
+
+def test_sources_kaggle_leaves_out_are_named(tmp_path, tiny, fake_kaggle):
+    """What Kaggle cannot attach comes back in the answer's invalid* lists (the fake's guess of how it refuses)."""
+    env = kaggle_env(tmp_path, server=fake_kaggle)
+    out = build(tmp_path, env, tiny, "--weights-dataset", "none")
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    (out / "kernel-metadata.json").write_text(json.dumps({**meta, "kernel_sources": ["tester/no-such-kernel"]}))
+    result = run_module("tools.kaggle.kernel", "push", "--out", str(out), env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: Kaggle took tester/sf-dl-cars-07-tiny as version 1 but left out what it could not attach "
+        "(kernel_sources tester/no-such-kernel): it runs without them, so cancel it on "
+        "https://www.kaggle.com/code/tester/sf-dl-cars-07-tiny"
+    )
 
 
 def test_push_without_build_says_what_to_run(tmp_path):
@@ -243,9 +291,10 @@ def test_push_without_build_says_what_to_run(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny):
+def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny, fake_kaggle):
     """kaggle.mk as the Makefile includes it: ACCELERATOR= reaches the build, and push sends that folder."""
-    env = kaggle_env(tmp_path)
+    fake_kaggle.add_dataset(WEIGHTS)
+    env = kaggle_env(tmp_path, server=fake_kaggle)
     make = kaggle_make(tmp_path, env)
 
     helped = make("help").stdout
@@ -254,9 +303,10 @@ def test_make_kaggle_push_with_tpu_pushes_tpu_metadata(tmp_path, tiny):
     pushed = make("kaggle-push", "ACCELERATOR=tpu", f"NB={tiny}", f"KERNEL_DIR={out}")
     assert pushed.returncode == 0, pushed.stderr
     assert "(TPU v5e-8, machine_shape TpuV5E8)" in pushed.stdout and "pushed as version 1" in pushed.stdout
-    assert [c["argv"] for c in kaggle_calls(env)] == [["kernels", "push", "-p", str(out)]]  # no --accelerator
-    meta = json.loads((out / "kernel-metadata.json").read_text())  # the fake records the pushed folder by path
+    meta = json.loads((out / "kernel-metadata.json").read_text())
     assert (meta["enable_gpu"], meta["enable_tpu"], meta["machine_shape"]) == (False, True, "TpuV5E8")
+    [saved] = fake_kaggle.called("SaveKernel")  # what Kaggle received: the same fields
+    assert (saved.enable_gpu, saved.enable_tpu, saved.machine_shape) == (False, True, "TpuV5E8")
 
     refused = make("kaggle-kernel", "ACCELERATOR=cuda", f"NB={tiny}", f"KERNEL_DIR={tmp_path / 'other'}")
     assert refused.returncode != 0 and "invalid choice: 'cuda'" in refused.stderr

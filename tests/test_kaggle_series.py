@@ -1,5 +1,5 @@
-"""`make kaggle-run-all` against the fake kaggle CLI: push 03+04, wait, push 05 on their outputs, fetch, submit;
-resuming, failed kernels, and the one-line failures of the Kaggle boundary."""
+"""`make kaggle-run-all` through the real kaggle client and the fake Kaggle server: push 03+04, wait, push 05 on their
+outputs, fetch, submit, the score; resuming, failed kernels, and the one-line failures of the Kaggle boundary."""
 
 import json
 import shutil
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_calls, kaggle_env, kaggle_make, run_module
+from tests.kaggle_fixtures import PROJECT_ROOT, kaggle_env, kaggle_make, run_module
 from tools.kaggle import remote
-from tools.kaggle.cli import explain
 from tools.kaggle.series import parse_duration
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -23,6 +22,7 @@ IDS = {
     "04": "tester/sf-dl-cars-04-efficientnetb7",
     "05": "tester/sf-dl-cars-05-ensemble",
 }
+WEIGHTS = "tester/sf-dl-cars-keras-weights"
 SAMPLE_IDS = ["11.jpg", "12.jpg", "13.jpg"]
 KERNEL_LOG = [  # what `kaggle kernels output` writes as <slug>.log: one JSON array, entries across lines
     {"stream_name": "stdout", "time": 1.5, "data": "lib: 31 modules written to /kaggle/working/lib\n"},
@@ -59,198 +59,201 @@ def ensemble_output(folder: Path, categories=(3, 4, 5)) -> Path:
     return folder
 
 
-def script_kernels(path: Path, **kernels) -> Path:
-    path.write_text(json.dumps(kernels))
-    return path
-
-
-def fake_series(tmp_path, root=PROJECT_ROOT):
-    """A fake Kaggle where 03 and 04 go queued -> running -> complete and 05 running -> complete; the series run
-    from the checkout `root`."""
+def fake_series(tmp_path, server, root=PROJECT_ROOT):
+    """The fake Kaggle with the weights dataset, where 03 and 04 go queued -> running -> complete and 05 running ->
+    complete; the series run from the checkout `root`."""
     data = tmp_path / "real-data"
     data.mkdir()
     (data / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in SAMPLE_IDS))
-    script = script_kernels(
-        tmp_path / "kernels.json",
-        **{
-            IDS["03"]: {"status": ["QUEUED", "RUNNING", "COMPLETE"]},
-            IDS["04"]: {"status": ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]},
-            IDS["05"]: {"status": ["RUNNING", "COMPLETE"], "output": str(ensemble_output(tmp_path / "out05"))},
-        },
-    )
-    env = kaggle_env(tmp_path, FAKE_KAGGLE_KERNELS=str(script), CARS_KAGGLE_RETRY_SECONDS="0", root=root)
+    server.add_dataset(WEIGHTS)
+    server.add_kernel(IDS["03"], runs=[["QUEUED", "RUNNING", "COMPLETE"]])
+    server.add_kernel(IDS["04"], runs=[["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]])
+    server.add_kernel(IDS["05"], runs=[["RUNNING", "COMPLETE"]], output=ensemble_output(tmp_path / "out05"))
+    server.solution = {"11.jpg": "3", "12.jpg": "4", "13.jpg": "0"}  # 05's submission gets 2 of 3 right
+    env = kaggle_env(tmp_path, root=root, server=server)
     make = kaggle_make(tmp_path, env, root)
     build = tmp_path / "build"
     args = ["kaggle-run-all", "POLL=0", f"KERNEL_DIR={build}", f"DATA_DIR={data}"]
-    return env, make, args, build, script
+    return env, make, args, build
 
 
 @pytest.fixture
-def series(tmp_path):
-    return fake_series(tmp_path)
+def series(tmp_path, fake_kaggle):
+    return fake_series(tmp_path, fake_kaggle)
 
 
-def pushes(env) -> list[str]:
-    return [Path(c["argv"][3]).name for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "push"]]
+def pushes(server) -> list[str]:
+    """The notebooks pushed, in order: 03 for tester/sf-dl-cars-03-xception."""
+    return [request.slug.split("-")[3] for request in server.called("SaveKernel")]
+
+
+def status_reads(server, until: int | None = None) -> list[str]:
+    """Each status read, as `owner/slug/<version label>`, among the first `until` calls."""
+    return [
+        f"{r.user_name}/{r.kernel_slug}/{r.version_label}"
+        for name, r in server.calls[:until]
+        if name == "GetKernelSessionStatus"
+    ]
 
 
 def downloaded(env) -> Path:
     return Path(env["CARS_KAGGLE_ROOT"]) / "working" / "runs" / "kaggle" / "sf-dl-cars-05-ensemble"
 
 
-def test_run_all_pushes_waits_chains_05_fetches_and_submits(series):
-    env, make, args, build, _ = series
+def test_run_all_pushes_waits_chains_05_fetches_submits_and_the_score_comes_back(series, fake_kaggle):
+    env, make, args, build = series
     done = make(*args, "SUBMIT=1", "MSG=from kaggle")
     assert done.returncode == 0, done.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]
+    assert pushes(fake_kaggle) == ["03", "04", "05"]
     meta = json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())
     assert meta["kernel_sources"] == [IDS["03"], IDS["04"]] and meta["enable_gpu"] is False
     assert meta["dataset_sources"] == []  # 05 trains nothing: no weights dataset
     meta_03 = json.loads((build / "03_xception" / "kernel-metadata.json").read_text())
     assert meta_03["machine_shape"] == "NvidiaTeslaT4" and meta_03["enable_internet"] is False
-    assert meta_03["dataset_sources"] == ["tester/sf-dl-cars-keras-weights"]
+    assert meta_03["dataset_sources"] == [WEIGHTS]
+    saved_05 = fake_kaggle.called("SaveKernel")[2]  # what Kaggle received
+    assert saved_05.kernel_data_sources == [IDS["03"], IDS["04"]] and not saved_05.enable_gpu
 
-    calls = [c["argv"] for c in kaggle_calls(env)]
-    first_05_push = next(i for i, a in enumerate(calls) if a[:2] == ["kernels", "push"] and "05_ensemble" in a[3])
-    statuses = [a[2] for a in calls[:first_05_push] if a[:2] == ["kernels", "status"]]
-    assert statuses.count(f"{IDS['04']}/1") == 4  # polled (by pushed version) until complete, then 05 was pushed
-    assert statuses.count(f"{IDS['03']}/1") == 3  # not polled again once complete
+    first_05_push = next(
+        n for n, (name, request) in enumerate(fake_kaggle.calls) if name == "SaveKernel" and "05" in request.slug
+    )
+    reads = status_reads(fake_kaggle, first_05_push)
+    assert reads.count(f"{IDS['04']}/v1") == 4  # polled (by pushed version) until complete, then 05 was pushed
+    assert reads.count(f"{IDS['03']}/v1") == 3  # not polled again once complete
+    assert status_reads(fake_kaggle).count(f"{IDS['05']}/v1") == 2  # running, complete
 
     dest = downloaded(env)
     assert (dest / "submission.csv").is_file() and (dest / "runs/full/05_ensemble/metrics.json").is_file()
     assert not (dest / "runs/full/05_ensemble/model.keras").exists() and not (dest / "lib").exists()
-    output_call = next(a for a in calls if a[:2] == ["kernels", "output"])
-    assert output_call[output_call.index("--file-pattern") + 1] == remote.READ_PATTERN
+    assert len(fake_kaggle.called("ListKernelSessionOutput")) == 2  # two pages of the fake's three files at most
 
     table = done.stdout[done.stdout.index("validation accuracy") :]
     assert "04_efficientnetb7" in table and "0.9688" in table and "ensemble" in table and "0.9731" in table
-    upload = next(c for c in kaggle_calls(env) if c["argv"][:2] == ["competitions", "submit"])
-    assert upload["uploaded"] == (dest / "submission.csv").read_text()
-    assert upload["argv"][upload["argv"].index("-m") + 1] == "from kaggle"
+    [submission] = fake_kaggle.submissions
+    assert submission.text == (dest / "submission.csv").read_text() and submission.description == "from kaggle"
+
+    # Kaggle scores it between two listings: `make submissions` shows it pending, then with its score.
+    listed = make("submissions")
+    assert listed.returncode == 0, listed.stderr
+    assert "from kaggle" in listed.stdout and "PENDING" in listed.stdout and "(1 new)" in listed.stdout
+    scored = make("submissions")
+    assert scored.returncode == 0, scored.stderr
+    assert "COMPLETE" in scored.stdout and "0.66667" in scored.stdout and "(0 new)" in scored.stdout
+    board = Path(env["CARS_KAGGLE_ROOT"]) / "working" / "submissions" / "leaderboard.csv"
+    assert board.read_text().splitlines()[1].endswith(",from kaggle,COMPLETE,0.66667,")
 
 
-def test_rerun_resumes_without_pushing_again(series):
-    env, make, args, build, _ = series
+def test_rerun_resumes_without_pushing_again(series, fake_kaggle):
+    env, make, args, build = series
     assert make(*args).returncode == 0
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # nothing new
+    assert pushes(fake_kaggle) == ["03", "04", "05"]  # nothing new
     assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
     record = json.loads((downloaded(env).parent / "sf-dl-cars-03-xception" / "push.json").read_text())
     assert record["version"] == 1 and len(record["digest"]) == 64
 
 
-def test_rerun_without_a_push_record_reads_the_bundle_from_kaggle(series):
+def test_rerun_without_a_push_record_reads_the_bundle_from_kaggle(series, fake_kaggle):
     """A fresh checkout (no runs/kaggle/*/push.json) pulls the kernel's notebook and compares its bundle digest."""
-    env, make, args, build, _ = series
+    env, make, args, build = series
     assert make(*args).returncode == 0
     for record in (downloaded(env).parent).glob("*/push.json"):
         record.unlink()
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]
-    assert [c["argv"][2] for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "pull"]][:2] == [
-        IDS["03"],
-        IDS["04"],
-    ]
+    assert pushes(fake_kaggle) == ["03", "04", "05"]
+    pulled = [f"{r.user_name}/{r.kernel_slug}" for r in fake_kaggle.called("GetKernel")]
+    assert pulled == [IDS["03"], IDS["04"], IDS["05"]]
 
 
-def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pushes_the_models(tmp_path, project_copy):
+def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pushes_the_models(
+    tmp_path, project_copy, fake_kaggle
+):
     """A bundle carries the lib modules its notebook imports: a toolbox edit (the report, the Kaggle tooling itself)
     changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes both,
     and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
-    env, make, args, build, _ = fake_series(tmp_path, root=project_copy)
+    env, make, args, build = fake_series(tmp_path, fake_kaggle, root=project_copy)
     assert make(*args).returncode == 0
     for tool in ("tools/report.py", "tools/kaggle/series.py", "tools/runner/inputs.py"):
         with open(project_copy / tool, "a") as file:
             file.write("\n# an edit\n")
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # nothing new
+    assert pushes(fake_kaggle) == ["03", "04", "05"]  # nothing new
     assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
     with open(project_copy / "lib" / "train.py", "a") as file:
         file.write("\n# an edit\n")
     trained = make(*args)
     assert trained.returncode == 0, trained.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"] * 2
+    assert pushes(fake_kaggle) == ["03", "04", "05"] * 2
 
 
-def test_a_changed_bundle_is_pushed_again_and_so_is_05(series):
+def test_a_changed_bundle_is_pushed_again_and_so_is_05(series, fake_kaggle):
     """ACCELERATOR= is part of the digest (as are the notebook, lib and the sources): 03 and 04 change, and 05,
     whose digest names their bundles, is pushed again too."""
-    env, make, args, build, _ = series
+    env, make, args, build = series
     assert make(*args).returncode == 0
     changed = make(*args, "ACCELERATOR=tpu")
     assert changed.returncode == 0, changed.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"] * 2
+    assert pushes(fake_kaggle) == ["03", "04", "05"] * 2
+    assert [r.enable_tpu for r in fake_kaggle.called("SaveKernel")[3:]] == [True, True, False]
     assert json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())["enable_tpu"] is False
 
 
-def test_a_running_kernel_with_another_bundle_is_not_pushed_over(series):
-    env, make, args, build, script = series
-    kernels = json.loads(script.read_text())
-    kernels[IDS["03"]].update(status=["RUNNING"], existing=True)
-    script.write_text(json.dumps(kernels))
-    state = Path(env["FAKE_KAGGLE_LOG"]).parent / "fake-kaggle-state" / "pushed" / "sf-dl-cars-03-xception"
-    state.mkdir(parents=True)
-    (state / "kernel-metadata.json").write_text(json.dumps({"code_file": "03_xception.ipynb"}))
-    (state / "03_xception.ipynb").write_text('{"cells": [{"source": "# bundle ' + "0" * 64 + '"}]}')
+def test_a_running_kernel_with_another_bundle_is_not_pushed_over(series, fake_kaggle):
+    env, make, args, build = series
+    other = json.dumps({"cells": [{"cell_type": "code", "source": "# bundle " + "0" * 64}]})
+    fake_kaggle.add_pushed_kernel(IDS["03"], other, runs=[["RUNNING"]])  # pushed from another checkout
     refused = make(*args)
     assert refused.returncode != 0
     line = next(line for line in refused.stderr.splitlines() if line.startswith("error: "))
     assert line.startswith("error: tester/sf-dl-cars-03-xception is RUNNING with bundle 000000000000")
     assert "https://www.kaggle.com/code/tester/sf-dl-cars-03-xception" in line and "Traceback" not in refused.stderr
-    assert pushes(env) == []
+    assert pushes(fake_kaggle) == []
 
 
-def test_a_failed_kernel_prints_its_log_tail_and_stops_before_05(series, tmp_path):
-    env, make, args, build, script = series
-    log = tmp_path / "04.log"
-    log.write_text("[" + "\n,".join(json.dumps(entry) for entry in KERNEL_LOG) + "]")
-    kernels = json.loads(script.read_text())
-    kernels[IDS["04"]] = {
-        "runs": [["RUNNING", "ERROR"], ["RUNNING", "COMPLETE"]],  # the push after the fix completes
-        "failure": "Your notebook tried to allocate more memory",
-        "log": str(log),
-    }
-    script.write_text(json.dumps(kernels))
+def test_a_failed_kernel_prints_its_log_tail_and_stops_before_05(series, fake_kaggle):
+    env, make, args, build = series
+    fake_kaggle.add_kernel(
+        IDS["04"],
+        runs=[["RUNNING", "ERROR"], ["RUNNING", "COMPLETE"]],  # the push after the fix completes
+        failure="Your notebook tried to allocate more memory",
+        log="[" + "\n,".join(json.dumps(entry) for entry in KERNEL_LOG) + "]",
+    )
     failed = make(*args)
     assert failed.returncode != 0
     err = failed.stderr
     assert f"{IDS['04']}/1 ended in ERROR (https://www.kaggle.com/code/{IDS['04']}): Your notebook tried" in err
     assert "ValueError: stage 2 ran out of GPU memory at batch 32" in err and "----> 3 fit(model)" in err
-    assert "\x1b[" not in err and "lib/kaggle" not in err  # colours stripped; no traceback of ours
-    assert pushes(env) == ["03_xception", "04_efficientnetb7"]  # 05 never pushed
+    assert "\x1b[" not in err and "tools/kaggle" not in err  # colours stripped; no traceback of ours
+    assert pushes(fake_kaggle) == ["03", "04"]  # 05 never pushed
     saved = downloaded(env).parent / "sf-dl-cars-04-efficientnetb7" / "log" / "sf-dl-cars-04-efficientnetb7.log"
     assert saved.is_file()
 
     rerun = make(*args)  # still ERROR on Kaggle: 04 is pushed again, 03 (complete) is not
     assert rerun.returncode == 0, rerun.stderr
     assert "its last run of this bundle ended in ERROR; pushing it again" in rerun.stdout
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "04_efficientnetb7", "05_ensemble"]
+    assert pushes(fake_kaggle) == ["03", "04", "04", "05"]
 
 
-def test_timeout_stops_waiting_in_one_line(series):
-    env, make, args, build, script = series
-    kernels = json.loads(script.read_text())
-    kernels[IDS["03"]]["status"] = ["RUNNING"]
-    script.write_text(json.dumps(kernels))
+def test_timeout_stops_waiting_in_one_line(series, fake_kaggle):
+    env, make, args, build = series
+    fake_kaggle.kernels[IDS["03"]].runs = [["RUNNING"]]
     stopped = make(*args, "TIMEOUT=0")
     assert stopped.returncode != 0 and "Traceback" not in stopped.stderr
     assert "stopped waiting after 0s (TIMEOUT=)" in stopped.stderr and "resumes waiting" in stopped.stderr
 
 
-def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series):
-    env, make, args, build, script = series
-    kernels = json.loads(script.read_text())
-    kernels[IDS["03"]]["status"] = ["RUNNING"]
-    script.write_text(json.dumps(kernels))
+def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series, fake_kaggle):
+    env, make, args, build = series
+    fake_kaggle.kernels[IDS["03"]].runs = [["RUNNING"]]
     command = [sys.executable, "-m", "tools.kaggle.series", "--poll", "0.2", "--build-root", str(build)]
     proc = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while len([c for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "status"]]) < 8:
+    while len(status_reads(fake_kaggle)) < 8:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -258,19 +261,17 @@ def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series):
     assert proc.returncode == 130 and "Traceback" not in err
     assert "Stopped waiting" in err and "`make kaggle-run-all` resumes waiting without pushing them again" in err
 
-    kernels[IDS["03"]]["status"] = ["COMPLETE"]
-    script.write_text(json.dumps(kernels))
+    fake_kaggle.kernels[IDS["03"]].runs = [["COMPLETE"]]
     resumed = make(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # 03 and 04 once each
+    assert pushes(fake_kaggle) == ["03", "04", "05"]  # 03 and 04 once each
 
 
 def test_weights_1_fetches_everything(series):
-    env, make, args, build, _ = series
+    env, make, args, build = series
     assert make(*args, "WEIGHTS=1").returncode == 0
     assert (downloaded(env) / "runs/full/05_ensemble/model.keras").is_file()
-    output_call = next(c["argv"] for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "output"])
-    assert "--file-pattern" not in output_call
+    assert (downloaded(env) / "lib" / "__init__.py").is_file()
 
 
 def test_read_pattern_keeps_what_a_user_reads():
@@ -289,69 +290,90 @@ def test_read_pattern_keeps_what_a_user_reads():
     assert not any(re.search(remote.READ_PATTERN, name) for name in drop)
 
 
-def test_status_lines_and_logs_are_parsed():
-    state = remote.parse_status(
-        'u/k has status "KernelWorkerStatus.ERROR"\nFailure message: "Notebook exceeded its 12 hour limit"\n', "u/k"
-    )
-    assert (state.state, state.failure, state.ended, state.succeeded) == (
-        "ERROR",
-        "Notebook exceeded its 12 hour limit",
-        True,
-        False,
-    )
-    assert not remote.parse_status('u/k has status "KernelWorkerStatus.QUEUED"', "u/k").ended
-    with pytest.raises(remote.KaggleError, match="could not read the state of u/k"):
-        remote.parse_status("something else", "u/k")
+def test_states_logs_and_durations_are_read():
+    state = remote.KernelState("u/kernel", "ERROR", "Notebook exceeded its 12 hour limit")
+    assert (state.ended, state.succeeded) == (True, False)
+    assert not remote.KernelState("u/kernel", "QUEUED").ended and remote.KernelState("u/kernel", "COMPLETE").succeeded
+    assert remote.split_id("u/kernel/3") == ("u", "kernel", "v3") and remote.split_id("u/kernel") == ("u", "kernel", "")
     text = remote.log_text_from(json.dumps(KERNEL_LOG))
     assert remote.error_tail(text).splitlines()[-1] == "ValueError: stage 2 ran out of GPU memory at batch 32"
     assert remote.log_text_from("not json\nlast line") == "not json\nlast line"
     assert [parse_duration(t) for t in ("90", "45m", "13h", "2.5s")] == [90, 2700, 46800, 2.5]
 
 
-@pytest.mark.parametrize(
-    "fail, module_args, expected",
-    [
-        (
-            "404",
-            ["tools.kaggle.kernel", "status", "--id", "tester/nope"],
-            "Kaggle has no kernel tester/nope (HTTP 404)",
-        ),
-        (
-            "403",
-            ["tools.kaggle.series"],
-            "Kaggle refused access (HTTP 403) to tester/sf-dl-cars-03-xception: it belongs",
-        ),
-        ("429:9", ["tools.kaggle.series"], "conflict or rate limit (HTTP 409/429) after 3 retries: wait a few minutes"),
-        ("quota", ["tools.kaggle.series"], "your weekly Kaggle GPU/TPU quota is used up (`kaggle quota` shows it"),
-    ],
-)
-def test_kaggle_failures_are_one_line(tmp_path, fail, module_args, expected):
-    env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL=fail, CARS_KAGGLE_RETRY_SECONDS="0")
-    extra = ["--poll", "0", "--build-root", str(tmp_path / "build")] if module_args[0] == "tools.kaggle.series" else []
-    result = run_module(*module_args, *extra, env=env)
+def run_series(tmp_path, server) -> subprocess.CompletedProcess:
+    args = ["--poll", "0", "--build-root", str(tmp_path / "build")]
+    return run_module("tools.kaggle.series", *args, env=kaggle_env(tmp_path, server=server))
+
+
+def error_line(result) -> str:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and expected in last
+    assert last.startswith("error: ")
+    return last
 
 
-def test_conflicts_are_retried_then_go_through(tmp_path):
-    env = kaggle_env(tmp_path, FAKE_KAGGLE_FAIL="409:2", CARS_KAGGLE_RETRY_SECONDS="0")
-    result = run_module("tools.kaggle.kernel", "status", "--id", IDS["03"], env=env)
-    assert result.returncode == 1  # the fake has no such kernel; what counts is that it got past the 409s
-    assert result.stderr.count("Kaggle is busy (HTTP 409/429): retry") == 2
-    assert [c["argv"][:2] for c in kaggle_calls(env)] == [["kernels", "status"]] * 3
-
-
-def test_no_credentials_is_one_line(tmp_path):
-    result = run_module("tools.kaggle.series", "--poll", "0", env=kaggle_env(tmp_path, credentials=False))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: no Kaggle credentials found: provide one of ~/.kaggle/kaggle.json")
-
-
-def test_explain_names_the_kernel_for_a_foreign_one():
-    line = explain(
-        "Cannot access kernel 'x/y' (Permission 'kernels.get' was denied).",
-        "kernels status",
-        ("kernels", "status", "x/y"),
+def test_an_unknown_kernel_is_one_line(tmp_path, fake_kaggle):
+    """Kaggle answers a kernel that is not there, or not yours, with HTTP 403 (as the fake guesses) or 404."""
+    env = kaggle_env(tmp_path, server=fake_kaggle)
+    result = run_module("tools.kaggle.kernel", "status", "--id", "someone/their-kernel", env=env)
+    assert error_line(result) == (
+        "error: Kaggle has no kernel someone/their-kernel that you can see (HTTP 403; it does not exist yet, or it is "
+        "someone else's private kernel): check KERNEL_ID= or your user name"
     )
-    assert line.startswith("Kaggle has no kernel x/y that you can see")
+    fake_kaggle.fail(404)
+    result = run_module("tools.kaggle.kernel", "status", "--id", "tester/nope-kernel", env=env)
+    assert "Kaggle has no kernel tester/nope-kernel that you can see (HTTP 404;" in error_line(result)
+
+
+def test_a_push_refused_with_403_is_one_line(tmp_path, fake_kaggle):
+    fake_kaggle.add_dataset(WEIGHTS)
+    fake_kaggle.foreign_owners.add("tester")  # as if the id were another account's
+    assert error_line(run_series(tmp_path, fake_kaggle)) == (
+        "error: Kaggle refused access (HTTP 403) to kernel tester/sf-dl-cars-03-xception: it belongs to another "
+        "account or is private; use an id under your own user name"
+    )
+    assert fake_kaggle.rpcs() == ["GetKernelSessionStatus", "GetDatasetStatus", "SaveKernel"]
+
+
+def test_a_refused_push_names_the_quota(tmp_path, fake_kaggle):
+    """A push Kaggle refuses in its answer's `error` (the fake's guess of how the quota refusal comes)."""
+    fake_kaggle.add_dataset(WEIGHTS)
+    fake_kaggle.quota_left = False
+    assert error_line(run_series(tmp_path, fake_kaggle)) == (
+        "error: Kaggle refused to push tester/sf-dl-cars-03-xception: Not enough accelerator quota left to run this "
+        "kernel; if it is the weekly GPU/TPU quota, `kaggle quota` shows what is left and when it refills, or push "
+        "with ACCELERATOR=none"
+    )
+    assert not list((tmp_path / "fake-kaggle" / "working" / "runs").rglob("push.json"))
+
+
+def test_a_rate_limit_that_lasts_is_one_line(tmp_path, fake_kaggle):
+    fake_kaggle.fail(429)
+    result = run_series(tmp_path, fake_kaggle)
+    assert error_line(result) == (
+        "error: Kaggle kept answering with a conflict or rate limit (HTTP 429) about kernel "
+        "tester/sf-dl-cars-03-xception after 3 retries: wait a few minutes, then run this again"
+    )
+    assert result.stderr.count("Kaggle is busy (HTTP 429): retry") == 3
+    assert fake_kaggle.rpcs() == ["GetKernelSessionStatus"] * 4
+
+
+@pytest.mark.parametrize("status", [409, 429])
+def test_conflicts_and_rate_limits_are_retried_then_go_through(tmp_path, fake_kaggle, status):
+    fake_kaggle.add_pushed_kernel(IDS["03"], "{}")
+    fake_kaggle.fail(status, times=2)
+    result = run_module(
+        "tools.kaggle.kernel", "status", "--id", IDS["03"], env=kaggle_env(tmp_path, server=fake_kaggle)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{IDS['03']} is COMPLETE" in result.stdout
+    assert result.stderr.count(f"Kaggle is busy (HTTP {status}): retry") == 2
+    assert fake_kaggle.rpcs() == ["GetKernelSessionStatus"] * 3
+
+
+def test_no_credentials_is_one_line(tmp_path, fake_kaggle):
+    env = kaggle_env(tmp_path, credentials=False, server=fake_kaggle)
+    result = run_module("tools.kaggle.series", "--poll", "0", env=env)
+    assert error_line(result).startswith("error: no Kaggle credentials found: provide one of ~/.kaggle/kaggle.json")
+    assert fake_kaggle.calls == []

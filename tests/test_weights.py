@@ -1,4 +1,5 @@
-"""ImageNet weights without a network: found by file name, `make weights`, `make kaggle-weights` with the fake CLI."""
+"""ImageNet weights without a network: found by file name, `make weights`, `make kaggle-weights` through the real
+kaggle client and the fake Kaggle server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, find_weights
-from tests.kaggle_fixtures import SECRET_KEY, kaggle_calls, kaggle_env, kaggle_make
+from tests.kaggle_fixtures import SECRET_KEY, kaggle_env, kaggle_make
 
 XCEPTION_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 B7_FILE = "efficientnetb7_notop.h5"
@@ -228,8 +229,8 @@ def test_a_profile_may_change_the_backbone_and_weights_none_needs_nothing(tmp_pa
 # ---------------------------------------------------------------- make weights
 
 
-def weights_env(tmp_path, **extra) -> dict:
-    env = kaggle_env(tmp_path, KERAS_HOME=str(tmp_path / "keras"))
+def weights_env(tmp_path, server=None, **extra) -> dict:
+    env = kaggle_env(tmp_path, server=server, KERAS_HOME=str(tmp_path / "keras"))
     env.pop("WEIGHTS_DIR", None)  # a developer's own setting stays out
     return {**env, **extra}
 
@@ -306,47 +307,49 @@ def local_weights(tmp_path) -> dict:
     }
 
 
-def upload_env(tmp_path, **extra) -> dict:
-    return weights_env(tmp_path, WEIGHTS_DIR=str(tmp_path / "weights"), **extra)
+def upload_env(tmp_path, server=None, **extra) -> dict:
+    return weights_env(tmp_path, server, WEIGHTS_DIR=str(tmp_path / "weights"), **extra)
 
 
 @needs_make
-def test_make_kaggle_weights_creates_the_dataset_then_adds_versions(tmp_path, local_weights):
+def test_make_kaggle_weights_creates_the_dataset_then_adds_versions(tmp_path, local_weights, fake_kaggle):
     stage = tmp_path / "stage"
-    env = upload_env(tmp_path)
+    env = upload_env(tmp_path, fake_kaggle)
     first = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={stage}")
     assert first.returncode == 0, first.stderr
     dataset = f"tester/{WEIGHTS_DATASET_SLUG}"
-    assert first.stdout.strip() == (
+    assert first.stdout.strip().splitlines()[-1] == (
         f"2 weight files (0 MB) created as a new private dataset {dataset}; `make kaggle-kernel` attaches it. "
-        f"Your private Dataset is being created. Please check progress at https://www.kaggle.com/datasets/{dataset}"
+        f"Kaggle processes it before a kernel can attach it: https://www.kaggle.com/datasets/{dataset}"
     )
-    [created] = kaggle_calls(env)
-    assert created["argv"] == ["datasets", "create", "-p", str(stage)]  # private: no --public
-    assert created["files"] == sorted([XCEPTION_FILE, B7_FILE])
-    meta = created["metadata"]
-    assert (meta["id"], meta["title"], meta["licenses"]) == (
-        dataset,
+    assert fake_kaggle.rpcs() == ["GetDatasetStatus", "StartBlobUpload", "StartBlobUpload", "CreateDataset"]
+    [created] = fake_kaggle.datasets[dataset]
+    assert sorted(created["files"]) == sorted([XCEPTION_FILE, B7_FILE])
+    request = created["request"]
+    assert (request.owner_slug, request.slug, request.title, request.license_name, request.is_private) == (
+        "tester",
+        WEIGHTS_DATASET_SLUG,
         "Keras ImageNet weights for sf-dl-cars",
-        [{"name": "other"}],
+        "other",
+        True,
     )
-    assert 20 <= len(meta["subtitle"]) <= 80 and XCEPTION_FILE in meta["description"] and B7_FILE in meta["description"]
+    assert 20 <= len(request.subtitle) <= 80 and XCEPTION_FILE in request.description and B7_FILE in request.description
+    uploads = fake_kaggle.called("StartBlobUpload")
+    assert sorted((u.name, u.content_length) for u in uploads) == [(B7_FILE, 2000), (XCEPTION_FILE, 1000)]
     for name, source in local_weights.items():  # hard links: no copy of hundreds of MB
         assert (stage / name).stat().st_ino == source.stat().st_ino
 
-    env_exists = {**env, "FAKE_KAGGLE_DATASETS": f"someone/else,{dataset}"}
-    second = kaggle_make(tmp_path, env_exists)("kaggle-weights", f"WEIGHTS_STAGE_DIR={stage}", "MSG=B7 retrained")
+    second = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={stage}", "MSG=B7 retrained")
     assert second.returncode == 0, second.stderr
     assert f"uploaded as a new version {dataset}" in second.stdout
-    assert [c["argv"] for c in kaggle_calls(env)][1:] == [
-        ["datasets", "create", "-p", str(stage)],
-        ["datasets", "version", "-p", str(stage), "-m", "B7 retrained"],
-    ]
+    assert fake_kaggle.rpcs()[4:] == ["GetDatasetStatus", "StartBlobUpload", "StartBlobUpload", "CreateDatasetVersion"]
+    version = fake_kaggle.datasets[dataset][1]
+    assert version["notes"] == "B7 retrained" and sorted(version["files"]) == sorted([XCEPTION_FILE, B7_FILE])
 
 
 @needs_make
-def test_make_kaggle_weights_to_another_dataset(tmp_path, local_weights):
-    env = upload_env(tmp_path)
+def test_make_kaggle_weights_to_another_dataset(tmp_path, local_weights, fake_kaggle):
+    env = upload_env(tmp_path, fake_kaggle)
     stage = tmp_path / "stage"
     place(stage / "stale_notop.h5")  # from an earlier upload: must not travel again
     result = kaggle_make(tmp_path, env)(
@@ -354,8 +357,22 @@ def test_make_kaggle_weights_to_another_dataset(tmp_path, local_weights):
     )
     assert result.returncode == 0, result.stderr
     assert "`make kaggle-kernel WEIGHTS_DATASET=team/cars-weights` attaches it" in result.stdout
-    [call] = kaggle_calls(env)
-    assert call["metadata"]["id"] == "team/cars-weights" and "stale_notop.h5" not in call["files"]
+    [created] = fake_kaggle.datasets["team/cars-weights"]
+    assert "stale_notop.h5" not in created["files"] and len(created["files"]) == 2
+
+
+@needs_make
+def test_a_dataset_kaggle_refuses_is_one_line(tmp_path, local_weights, fake_kaggle):
+    """The answer's `error` (how the fake guesses Kaggle refuses a taken slug)."""
+    env = upload_env(tmp_path, fake_kaggle)
+    fake_kaggle.fail(404, times=1, rpc="GetDatasetStatus")  # it looks absent, but the slug is taken
+    fake_kaggle.add_dataset(f"tester/{WEIGHTS_DATASET_SLUG}")
+    result = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={tmp_path / 'stage'}")
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"error: Kaggle refused the dataset tester/{WEIGHTS_DATASET_SLUG}: The requested slug "
+        f'"{WEIGHTS_DATASET_SLUG}" is already in use by a dataset.'
+    ]
 
 
 def test_staging_copies_when_hard_links_fail(tmp_path, monkeypatch):
@@ -385,32 +402,27 @@ def test_staging_copies_when_hard_links_fail(tmp_path, monkeypatch):
             "WEIGHTS_DATASET=not-an-id",
             "error: WEIGHTS_DATASET='not-an-id' must look like `owner/lowercase-slug` (or `none`)",
         ),
-        (
-            "FAKE_KAGGLE_FAIL=network",
-            "error: the network is unreachable: cannot connect to kaggle.com (check the connection or proxy)",
-        ),
+        ("no server", "error: the network is unreachable: cannot connect to localhost (check the connection or proxy)"),
     ],
     ids=["missing-weights", "none", "bad-id", "network"],
 )
-def test_make_kaggle_weights_failures_are_one_line(tmp_path, local_weights, setting, expected):
+def test_make_kaggle_weights_failures_are_one_line(tmp_path, local_weights, fake_kaggle, setting, expected):
     if setting == "":
         local_weights[XCEPTION_FILE].unlink()
-    env = upload_env(tmp_path)
-    if setting.startswith("FAKE_"):
-        env.update([setting.split("=", 1)])
+    env = upload_env(tmp_path, None if setting == "no server" else fake_kaggle)
     args = [setting] if setting.startswith("WEIGHTS_") else []
     result = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={tmp_path / 'stage'}", *args)
     assert result.returncode != 0
     assert error_lines(result) == [expected]
-    if not setting.startswith("FAKE_"):
-        assert kaggle_calls(env) == []
+    assert fake_kaggle.calls == []
 
 
 @needs_make
-def test_make_kaggle_weights_without_credentials(tmp_path, local_weights):
-    env = upload_env(tmp_path)
+def test_make_kaggle_weights_without_credentials(tmp_path, local_weights, fake_kaggle):
+    env = upload_env(tmp_path, fake_kaggle)
     for key in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
         env.pop(key)
     result = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={tmp_path / 'stage'}")
     [line] = error_lines(result)
     assert result.returncode != 0 and line.startswith("error: no Kaggle credentials found: provide one of")
+    assert fake_kaggle.calls == []

@@ -1,10 +1,11 @@
-"""`make data`: download the competition files with the Kaggle CLI, unpack them safely, verify against the CSVs."""
+"""`make data`: download the competition files through the Kaggle API, unpack them safely, verify against the CSVs."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from lib import COMPETITION
 from lib.data import DataError, prepare_data_dir
 from lib.paths import DATA_ROOT
 from lib.runs import atomic_path
-from tools.kaggle.cli import KaggleError, run
+from tools.kaggle import api
+from tools.kaggle.api import KaggleError
 
 CSV_FILES = ("train.csv", "sample-submission.csv")
 # zip name -> the folder it unpacks to
@@ -64,15 +66,59 @@ def is_complete(data_dir: Path) -> bool:
     )
 
 
-def fetch(name: str, data_dir: Path) -> None:
-    """Download one competition file into data_dir, replacing whatever is there."""
-    print(f"Downloading {name} from Kaggle competition {COMPETITION} ...", flush=True)
-    run("competitions", "download", "-c", COMPETITION, "-f", name, "-p", str(data_dir), "--force", "--quiet", "--unzip")
-    if not (data_dir / name).is_file():
-        raise DownloadError(f"Kaggle reported success but {data_dir / name} is not there")
+def competition_files() -> dict[str, int]:
+    """The competition's data files with their sizes in bytes, as Kaggle lists them."""
+    from kagglesdk.competitions.types.competition_api_service import ApiListDataFilesRequest
+
+    sizes, token = {}, ""
+    while True:
+        request = ApiListDataFilesRequest()
+        request.competition_name, request.page_token = COMPETITION, token
+        answer = api.call(
+            api.client().competitions.competition_api_client.list_data_files,
+            request,
+            f"competition {COMPETITION}",
+            {403: api.rules_refusal()},
+        )
+        sizes.update({item.name: item.total_bytes for item in answer.files})
+        token = answer.next_page_token
+        if not token:
+            return sizes
 
 
-def fetch_sound_zip(name: str, data_dir: Path) -> Path:
+def fetch(name: str, data_dir: Path, size: int = 0) -> None:
+    """Download one competition file into data_dir, replacing whatever is there; a failed download leaves nothing."""
+    from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFileRequest
+
+    shown = f" ({size / 1e6:,.1f} MB)" if size >= 100_000 else ""
+    print(f"Downloading {name}{shown} from Kaggle competition {COMPETITION} ...", flush=True)
+    request = ApiDownloadDataFileRequest()
+    request.competition_name, request.file_name = COMPETITION, name
+    about = f"competition file {name}"
+    send = api.client().competitions.competition_api_client.download_data_file
+    response = api.call(send, request, about, {403: api.rules_refusal()})  # the file, after Kaggle's redirect
+    data_dir.mkdir(parents=True, exist_ok=True)
+    served = response.url.split("?")[0].rsplit("/", 1)[-1]
+    if served != f"{name}.zip":
+        api.save(response, data_dir / name, about)
+        return
+    # A large file comes wrapped in <name>.zip (kaggle 2.2.5's _is_auto_compressed): keep what is inside.
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as folder:
+        wrapped = api.save(response, Path(folder) / served, about)
+        problem = zip_problem(wrapped)
+        if problem is None:
+            with zipfile.ZipFile(wrapped) as archive:
+                members = archive.namelist()
+                if len(members) != 1:
+                    problem = f"{len(members)} files inside, not {name} alone"
+                else:
+                    with atomic_path(data_dir / name) as tmp, archive.open(members[0]) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        if problem:
+            raise DownloadError(f"{name} arrived as {served}, which is broken ({problem}); run `make data` again")
+
+
+def fetch_sound_zip(name: str, data_dir: Path, size: int = 0) -> Path:
     """Return a verified zip: keep a sound one already present, else (re)download, deleting broken ones."""
     path = data_dir / name
     problem = zip_problem(path) if path.exists() else None
@@ -82,7 +128,7 @@ def fetch_sound_zip(name: str, data_dir: Path) -> Path:
         print(f"{path}: {problem}; deleting it and downloading again", flush=True)
         path.unlink()
     for attempt in range(1, FETCH_ATTEMPTS + 1):
-        fetch(name, data_dir)
+        fetch(name, data_dir, size)
         problem = zip_problem(path)
         if problem is None:
             return path
@@ -125,11 +171,18 @@ def download(data_dir: Path) -> str:
     missing = [name for name in CSV_FILES if not (data_dir / name).is_file()]
     missing += [name for name, folder in ARCHIVES.items() if not (data_dir / folder).is_dir()]
     from_bundle = unpack_bundle(data_dir, missing)
+    wanted = [name for name in missing if name not in from_bundle]
+    sizes = competition_files() if wanted else {}
+    unknown = [name for name in wanted if name not in sizes]
+    if unknown:
+        raise DownloadError(
+            f"the competition {COMPETITION} has no file {', '.join(unknown)} (Kaggle lists {', '.join(sorted(sizes))})"
+        )
     for name in missing:
         if name in CSV_FILES and name not in from_bundle:
-            fetch(name, data_dir)
+            fetch(name, data_dir, sizes[name])
         elif name in ARCHIVES:
-            fetch_sound_zip(name, data_dir)
+            fetch_sound_zip(name, data_dir, sizes.get(name, 0))
     prepare_data_dir(data_dir)  # lib.data unpacks each zip into a temp folder, then renames it into place
     n_train, n_test = verify(data_dir)
     return (

@@ -12,9 +12,9 @@ from pathlib import Path
 from lib import COMPETITION
 from lib.paths import PROJECT_ROOT, runs_dir
 from lib.runs import git_commit, write_json, write_text
-from tools.kaggle import remote
-from tools.kaggle.cli import KaggleError, check_kernel_id, explain, run, username
-from tools.kaggle.weights import dataset_id
+from tools.kaggle import api, remote
+from tools.kaggle.api import KaggleError, username
+from tools.kaggle.weights import dataset_exists, dataset_id
 from tools.runner.inputs import lib_modules
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -210,17 +210,80 @@ def built_id(folder: Path = BUILD_DIR) -> str:
     return json.loads(meta.read_text())["id"]
 
 
-_PUSHED_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
+_SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
+
+
+def check_kernel_id(kernel_id: str) -> str:
+    if not _SLUG.match(kernel_id or ""):
+        raise KaggleError(f"kernel id {kernel_id!r} must look like `username/lowercase-slug`")
+    return kernel_id
+
+
+def save_request(folder: Path, meta: dict):
+    """kagglesdk's ApiSaveKernelRequest for the built folder, filled as kaggle 2.2.5's kernels_push fills it from
+    kernel-metadata.json (a notebook goes without outputs, each cell's source as one string)."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiSaveKernelRequest
+
+    notebook = json.loads((folder / meta["code_file"]).read_text(encoding="utf-8"))
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+    request = ApiSaveKernelRequest()
+    request.slug, request.new_title, request.text = meta["id"], meta.get("title"), json.dumps(notebook)
+    request.language, request.kernel_type = meta["language"], meta["kernel_type"]
+    request.is_private = meta.get("is_private", True)
+    request.enable_gpu, request.enable_tpu = meta.get("enable_gpu", False), meta.get("enable_tpu", False)
+    request.enable_internet = meta.get("enable_internet", True)
+    request.dataset_data_sources = meta.get("dataset_sources", [])
+    request.competition_data_sources = meta.get("competition_sources", [])
+    request.kernel_data_sources = meta.get("kernel_sources", [])
+    request.model_data_sources = meta.get("model_sources", [])
+    request.machine_shape = meta.get("machine_shape")
+    return request
 
 
 def push_folder(folder: Path = BUILD_DIR) -> tuple[str, int | None]:
-    """`kaggle kernels push -p folder`; returns (kernel id, the version Kaggle numbered it, when it says)."""
+    """Push the built kernel (Kaggle then runs it); returns its id and the version Kaggle numbered this push."""
     kid = built_id(folder)
-    out = run("kernels", "push", "-p", str(folder))
-    if "push error" in out.lower():  # the CLI reports a rejected push on stdout with exit code 0
-        raise KaggleError(explain(out, "kernels push", ("kernels", "push", kid)))
-    version = _PUSHED_VERSION.search(out)
-    return kid, int(version.group(1)) if version else None
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    for dataset in meta.get("dataset_sources", []):  # a kernel without its weights would fail hours later
+        if not dataset_exists(dataset):
+            raise KaggleError(
+                f"{kid} attaches the dataset {dataset}, which Kaggle does not show you: upload it with "
+                "`make kaggle-weights`, or set WEIGHTS_DATASET=owner/slug (or none); nothing was pushed"
+            )
+    send = api.client().kernels.kernels_api_client.save_kernel
+    refusals = {
+        404: "Kaggle could not find something that kernel-metadata.json names (HTTP 404): check its dataset_sources "
+        "and kernel_sources (WEIGHTS_DATASET=, and that the 03/04 kernels exist)"
+    }
+    answer = api.call(send, save_request(folder, meta), f"kernel {kid}", refusals)
+    if answer.error:
+        accelerated = meta.get("enable_gpu") or meta.get("enable_tpu")
+        hint = (
+            "; if it is the weekly GPU/TPU quota, `kaggle quota` shows what is left and when it refills, or push with "
+            "ACCELERATOR=none"
+            if accelerated
+            else ""
+        )
+        raise KaggleError(f"Kaggle refused to push {kid}: {' '.join(answer.error.split())}{hint}")
+    dropped = {
+        "dataset_sources": answer.invalid_dataset_sources,
+        "competition_sources": answer.invalid_competition_sources,
+        "kernel_sources": answer.invalid_kernel_sources,
+        "model_sources": answer.invalid_model_sources,
+    }
+    dropped = {field: names for field, names in dropped.items() if names}
+    if dropped:
+        listed = "; ".join(f"{field} {', '.join(names)}" for field, names in dropped.items())
+        raise KaggleError(
+            f"Kaggle took {kid} as version {answer.version_number} but left out what it could not attach ({listed}): "
+            f"it runs without them, so cancel it on {remote.url(kid)}, fix the sources in kernel-metadata.json and "
+            "push again"
+        )
+    return kid, answer.version_number or None
 
 
 def push(folder: Path = BUILD_DIR) -> str:

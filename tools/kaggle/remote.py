@@ -9,18 +9,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.kaggle.cli import KaggleError, run
+from tools.kaggle import api
+from tools.kaggle.api import KaggleError
 from tools.text import duration
 
-# kagglesdk's KernelWorkerStatus in kaggle 2.2.5; `kaggle kernels status` prints e.g. `KernelWorkerStatus.RUNNING`.
+# The names of kagglesdk's KernelWorkerStatus that end a run.
 ENDED = ("COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
-_STATUS_LINE = re.compile(r'has status "(?:KernelWorkerStatus\.)?([A-Z_]+)"')
-_FAILURE_LINE = re.compile(r'Failure message: "(.*)"', re.S)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # What `make kaggle-output` fetches by default: everything but weights (hundreds of MB a model) and the lib
-# bundle. kaggle 2.2.5's `kernels output --file-pattern` keeps the files whose path the regex matches (re.search).
+# bundle: the output files whose path inside the output the regex matches (re.search, as kaggle 2.2.5's
+# `kernels output --file-pattern`).
 READ_PATTERN = r"^(?!lib/)(?!.*\.(?:keras|h5)$)"
+OUTPUT_PAGE_SIZE = 100
 
 
 def url(kernel_id: str) -> str:
@@ -29,7 +30,7 @@ def url(kernel_id: str) -> str:
 
 @dataclass(frozen=True)
 class KernelState:
-    """One answer of `kaggle kernels status`."""
+    """A kernel's state, the name of kagglesdk's KernelWorkerStatus, and its failure message."""
 
     kernel_id: str
     state: str
@@ -44,21 +45,53 @@ class KernelState:
         return self.state == "COMPLETE"
 
 
-def parse_status(text: str, kernel_id: str) -> KernelState:
-    """Read the CLI's `<id> has status "KernelWorkerStatus.X"` (+ an optional `Failure message: "..."` line).
+class NoKernel(api.NotFound):
+    """Kaggle shows no such kernel (version) to this account."""
 
-    The CLI exits 0 whatever the state, so the state comes from the text.
-    """
-    found = _STATUS_LINE.search(text)
-    if not found:
-        last = (text.strip().splitlines() or ["no output"])[-1]
-        raise KaggleError(f"could not read the state of {kernel_id} from `kaggle kernels status`: {last}")
-    failure = _FAILURE_LINE.search(text)
-    return KernelState(kernel_id, found.group(1), failure.group(1).strip() if failure else "")
+
+def split_id(kernel_id: str) -> tuple[str, str, str]:
+    """owner, slug and version label from `owner/slug` or `owner/slug/<version>`; kaggle 2.2.5 sends a version as
+    `v<N>`, the label the API wants ("" for the latest)."""
+    owner, slug, *version = kernel_id.split("/")
+    return owner, slug, f"v{version[0]}" if version else ""
+
+
+def no_kernel(kernel_id: str, status: int) -> NoKernel:
+    """Kaggle answers a kernel that does not exist, or is someone else's private one, with HTTP 403 (kaggle 2.2.5
+    words it "Permission 'kernels.get' was denied") or 404."""
+    return NoKernel(
+        f"Kaggle has no kernel {kernel_id} that you can see (HTTP {status}; it does not exist yet, or it is someone "
+        "else's private kernel): check KERNEL_ID= or your user name"
+    )
+
+
+def kernels_call(method: str, request, kernel_id: str):
+    """One call of kagglesdk's KernelsApiClient about `kernel_id`, a missing kernel raised as NoKernel."""
+    send = getattr(api.client().kernels.kernels_api_client, method)
+    refusals = {status: no_kernel(kernel_id, status) for status in (403, 404)}
+    return api.call(send, request, f"kernel {kernel_id}", refusals)
 
 
 def status(kernel_id: str) -> KernelState:
-    return parse_status(run("kernels", "status", kernel_id), kernel_id)
+    """The state of the kernel's run (of its version, for `owner/slug/<version>`), and its failure message."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
+
+    request = ApiGetKernelSessionStatusRequest()
+    request.user_name, request.kernel_slug, request.version_label = split_id(kernel_id)
+    answer = kernels_call("get_kernel_session_status", request, kernel_id)
+    return KernelState(kernel_id, answer.status.name, (answer.failure_message or "").strip())
+
+
+def pulled_source(kernel_id: str) -> str | None:
+    """The notebook Kaggle holds for the kernel (its latest version), or None when it has no such kernel."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+    request = ApiGetKernelRequest()
+    request.user_name, request.kernel_slug, request.version_label = split_id(kernel_id)
+    try:
+        return kernels_call("get_kernel", request, kernel_id).blob.source
+    except NoKernel:
+        return None
 
 
 class ProgressLine:
@@ -114,21 +147,51 @@ def wait(kernel_ids, timeout_s: float, poll_s: float, stream=None, clock=time.mo
         line.close()
 
 
+def output_pages(kernel_id: str, page_size: int = OUTPUT_PAGE_SIZE):
+    """Each page of the kernel's output listing: its files (name and URL) and the run's log."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+    token = ""
+    while True:
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name, request.kernel_slug, request.version_label = split_id(kernel_id)
+        request.page_size, request.page_token = page_size, token
+        answer = kernels_call("list_kernel_session_output", request, kernel_id)
+        yield answer
+        token = answer.next_page_token
+        if not token:
+            return
+
+
 def fetch_output(kernel_id: str, dest: Path, weights: bool = False) -> Path:
-    """Download a kernel's output into dest: what a user reads, or everything (weights too) with weights=True."""
-    dest.mkdir(parents=True, exist_ok=True)
-    args = ["kernels", "output", kernel_id, "-p", str(dest), "--force"]
-    run(*args, *([] if weights else ["--file-pattern", READ_PATTERN]))
+    """Download a kernel's output into dest: what a user reads, or everything (weights too) with weights=True, and
+    its log as <slug>.log (where kaggle 2.2.5's `kernels output` writes it)."""
+    from lib.runs import write_text
+
+    keep = re.compile("" if weights else READ_PATTERN)
+    log = ""
+    for page in output_pages(kernel_id):
+        dest.mkdir(parents=True, exist_ok=True)
+        log = log or page.log
+        for item in page.files:
+            target = (dest / item.file_name).resolve()
+            if not target.is_relative_to(dest.resolve()):  # a name from the kernel's own listing: not trusted
+                raise KaggleError(f"{kernel_id} lists an output file outside its folder: {item.file_name!r}")
+            if keep.search(item.file_name):
+                api.fetch_url(item.url, target, f"output file {item.file_name} of {kernel_id}")
+    if log:
+        write_text(dest / f"{split_id(kernel_id)[1]}.log", log)
     return dest
 
 
 def fetch_log(kernel_id: str, dest: Path) -> Path | None:
-    """Only the run's log: kaggle 2.2.5 writes <slug>.log whatever --file-pattern keeps, and this pattern keeps
-    no output file."""
-    dest.mkdir(parents=True, exist_ok=True)
-    run("kernels", "output", kernel_id, "-p", str(dest), "--force", "--file-pattern", r"\.log$")
-    log = dest / f"{kernel_id.split('/')[1]}.log"
-    return log if log.is_file() else None
+    """Only the run's log, which comes with the output listing: no output file is downloaded."""
+    from lib.runs import write_text
+
+    page = next(output_pages(kernel_id, page_size=1))
+    if not page.log:
+        return None
+    return write_text(dest / f"{split_id(kernel_id)[1]}.log", page.log)
 
 
 def log_text(path: Path) -> str:

@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ import pandas as pd
 from lib.paths import MODEL_RUNS
 from lib.runs import read_json, write_json
 from tools.kaggle import remote
-from tools.kaggle.cli import NO_KERNEL, KaggleError, require_credentials, run
+from tools.kaggle.api import KaggleError, require_credentials
 from tools.kaggle.kernel import (
     ACCELERATORS,
     BUILD_DIR,
@@ -49,23 +48,16 @@ def record_path(kid: str) -> Path:
 
 def pulled_digest(kid: str) -> str | None:
     """The bundle digest inside the kernel's current notebook on Kaggle (for a checkout with no push record)."""
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            run("kernels", "pull", kid, "-p", folder)
-        except KaggleError:
-            return None
-        pulled = sorted(Path(folder).glob("*.ipynb"))
-        return digest_in(pulled[0].read_text(encoding="utf-8")) if pulled else None
+    source = remote.pulled_source(kid)
+    return digest_in(source) if source else None
 
 
 def current_state(kid: str, version: int | None) -> remote.KernelState | None:
     """The kernel's state on Kaggle (of `version` when known), or None when Kaggle has no such kernel of yours."""
     try:
         return remote.status(f"{kid}/{version}" if version else kid)
-    except KaggleError as err:
-        if str(err).startswith(NO_KERNEL):
-            return None
-        raise
+    except remote.NoKernel:
+        return None
 
 
 def ensure_pushed(folder: Path, say=print) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import sys
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from lib import COMPETITION
 from lib.paths import DATA_ROOT, default_profile, is_demo, resolve_data_dir, run_dir, submissions_dir
 from lib.runs import git_commit, read_json, write_csv
 from lib.submission import SubmissionError, read_sample_ids, validate_submission
-from tools.kaggle.cli import KaggleError, run
+from tools.kaggle import api
+from tools.kaggle.api import KaggleError
 from tools.kaggle.download import fetch
 
 ENSEMBLE = "05_ensemble"
@@ -98,29 +98,73 @@ def submit(file: Path, data_dir: Path, message: str | None, force: bool, sample_
     except SubmissionError as err:
         raise SubmissionError(f"refused, nothing was uploaded: {err} (checked against {sample})") from err
     message = message or default_message(file, data_dir)
-    run("competitions", "submit", "-c", COMPETITION, "-f", str(file), "-m", message)
-    return f"Uploaded {file} ({len(frame)} rows) to {COMPETITION}: {message!r}. Scores: `make submissions`"
+    ref = upload(file, message)
+    return (
+        f"Uploaded {file} ({len(frame)} rows) to {COMPETITION} as submission {ref}: {message!r}. "
+        "Scores: `make submissions`"
+    )
+
+
+def upload(file: Path, message: str) -> int:
+    """Kaggle's three steps, as kaggle 2.2.5's competition_submit takes them: ask for an upload URL, send the file
+    there, then create the submission from the upload's token. Returns the submission's ref."""
+    from kagglesdk.competitions.types.competition_api_service import (
+        ApiCreateSubmissionRequest,
+        ApiStartSubmissionUploadRequest,
+    )
+
+    competitions = api.client().competitions.competition_api_client
+    about, rules = f"competition {COMPETITION}", {403: api.rules_refusal()}
+    start = ApiStartSubmissionUploadRequest()
+    start.competition_name, start.file_name = COMPETITION, file.name
+    start.content_length, start.last_modified_epoch_seconds = file.stat().st_size, int(file.stat().st_mtime)
+    started = api.call(competitions.start_submission_upload, start, about, rules)
+    api.upload(started.create_url, file, file.name)
+    create = ApiCreateSubmissionRequest()
+    create.competition_name, create.blob_file_tokens = COMPETITION, started.token
+    create.submission_description = message
+    return api.call(competitions.create_submission, create, about, rules).ref
+
+
+# The columns of submissions/leaderboard.csv: those `kaggle competitions submissions --csv` printed, which made it.
+COLUMNS = ("ref", "fileName", "date", "description", "status", "publicScore", "privateScore")
+
+
+def fetch_submissions() -> pd.DataFrame:
+    """This account's submissions to the competition, newest first, one row per submission."""
+    from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
+
+    rows, token = [], ""
+    while True:
+        request = ApiListSubmissionsRequest()
+        request.competition_name, request.page_token = COMPETITION, token
+        send = api.client().competitions.competition_api_client.list_submissions
+        answer = api.call(send, request, f"competition {COMPETITION}", {403: api.rules_refusal()})
+        for item in answer.submissions:
+            when = item.date.strftime("%Y-%m-%d %H:%M:%S") if item.date else ""
+            values = (item.ref, item.file_name, when, item.description, item.status.name)
+            values += (item.public_score, item.private_score)
+            rows.append(dict(zip(COLUMNS, map(str, values))))
+        token = answer.next_page_token
+        if not token:
+            return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def list_submissions(leaderboard: Path) -> str:
-    """Print this user's submissions and append new/updated ones to the local history CSV."""
-    text = run("competitions", "submissions", "-c", COMPETITION, "--csv")
-    if not text.strip() or text.strip().startswith("No submissions"):
+    """Print this user's submissions and merge new/updated ones into the local history CSV."""
+    fresh = fetch_submissions()
+    if fresh.empty:
         return "No submissions yet for " + COMPETITION
-    lines = text.splitlines()
-    # The CLI may print warnings (e.g. about kaggle.json permissions) before the CSV header.
-    start = next((n for n, line in enumerate(lines) if line.startswith("ref,")), 0)
-    fresh = pd.read_csv(io.StringIO("\n".join(lines[start:])), dtype=str, keep_default_na=False)
     old = pd.read_csv(leaderboard, dtype=str, keep_default_na=False) if leaderboard.is_file() else fresh.iloc[0:0]
+    if "status" in old.columns:  # rows the CLI wrote print the enum's class too: SubmissionStatus.COMPLETE
+        old["status"] = old["status"].str.removeprefix("SubmissionStatus.")
     merged = pd.concat([old, fresh], ignore_index=True)
     # A pending submission is listed again once scored: keep its latest row; keep rows Kaggle no longer lists.
-    key = "ref" if "ref" in merged.columns else list(merged.columns)
-    merged = merged.drop_duplicates(subset=key, keep="last")
-    if "date" in merged.columns:
-        merged = merged.sort_values("date", ascending=False, kind="stable")
+    merged = merged.drop_duplicates(subset="ref", keep="last").sort_values("date", ascending=False, kind="stable")
     write_csv(leaderboard, merged)
     added = len(merged) - len(old)
-    return "\n".join(lines[start:]) + f"\n{leaderboard}: {len(merged)} submissions kept ({added} new)"
+    table = fresh.to_string(index=False, columns=["ref", "date", "description", "status", "publicScore"])
+    return f"{table}\n{leaderboard}: {len(merged)} submissions kept ({added} new)"
 
 
 def main(argv=None) -> int:

@@ -12,15 +12,14 @@ from pathlib import Path
 
 from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights, pretrained
 from lib.paths import MODEL_RUNS, PROJECT_ROOT
-from tools.kaggle.cli import KaggleError, require_credentials, run, username
+from tools.kaggle import api
+from tools.kaggle.api import KaggleError, require_credentials, username
 from tools.runner.check import notebook_defaults
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PROFILES_DIR = PROJECT_ROOT / "profiles"
 STAGE_DIR = PROJECT_ROOT / "build" / "kaggle-weights"
 METADATA_FILE = "dataset-metadata.json"  # what `kaggle datasets create/version -p DIR` reads (kaggle 2.2.5)
-# `kaggle datasets create` checks the slug first and, when it is taken, prints this (exit status 0) without uploading.
-ALREADY_EXISTS = "is already in use by a dataset"
 _DATASET_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
 
 
@@ -123,15 +122,70 @@ def stage(files: list[Path], dataset: str, out: Path = STAGE_DIR) -> Path:
     return out
 
 
-def _printed_error(output: str, command: str) -> None:
-    """The CLI reports a refused create or version on stdout with exit status 0."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if any("error" in line.lower() for line in lines):
-        raise KaggleError(f"`kaggle {command}` failed: {next(line for line in lines if 'error' in line.lower())}")
+def dataset_exists(dataset: str) -> bool:
+    """Whether Kaggle shows this account the dataset. kaggle 2.2.5's dataset_create_new asks its status the same
+    way and takes any HTTP error as "not there"; here only a 403 or 404 does, anything else fails in one line."""
+    from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetStatusRequest
+
+    request = ApiGetDatasetStatusRequest()
+    request.owner_slug, request.dataset_slug = dataset.split("/")
+    send = api.client().datasets.dataset_api_client.get_dataset_status
+    missing = api.NotFound(f"Kaggle shows you no dataset {dataset}")
+    try:
+        api.call(send, request, f"dataset {dataset}", {403: missing, 404: missing})
+    except api.NotFound:
+        return False
+    return True
+
+
+def upload_blob(path: Path):
+    """Send one file to Kaggle's storage (kaggle 2.2.5's _upload_blob, in one piece); returns the ApiDatasetNewFile
+    that names it in a create or version request."""
+    from kagglesdk.blobs.types.blob_api_service import ApiBlobType, ApiStartBlobUploadRequest
+    from kagglesdk.datasets.types.dataset_api_service import ApiDatasetNewFile
+
+    request = ApiStartBlobUploadRequest()
+    request.type, request.name = ApiBlobType.DATASET, path.name
+    request.content_length, request.last_modified_epoch_seconds = path.stat().st_size, int(path.stat().st_mtime)
+    print(f"Uploading {path.name} ({path.stat().st_size / 1e6:,.1f} MB) ...", flush=True)
+    started = api.call(api.client().blobs.blob_api_client.start_blob_upload, request, f"the upload of {path.name}")
+    api.upload(started.create_url, path, path.name)
+    new_file = ApiDatasetNewFile()
+    new_file.token = started.token
+    return new_file
+
+
+def create_or_version(folder: Path, files: list[Path], notes: str):
+    """Create the dataset that the staged metadata names (private), or add a version when Kaggle already has it;
+    returns kagglesdk's ApiCreateDatasetResponse and whether a dataset was created."""
+    from kagglesdk.datasets.types.dataset_api_service import (
+        ApiCreateDatasetRequest,
+        ApiCreateDatasetVersionRequest,
+        ApiCreateDatasetVersionRequestBody,
+    )
+
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    owner, slug = meta["id"].split("/")
+    exists = dataset_exists(meta["id"])
+    new_files = [upload_blob(folder / f.name) for f in files]
+    datasets = api.client().datasets.dataset_api_client
+    about = f"dataset {meta['id']}"
+    if exists:
+        body = ApiCreateDatasetVersionRequestBody()
+        body.version_notes, body.files = notes, new_files
+        body.subtitle, body.description = meta["subtitle"], meta["description"]
+        request = ApiCreateDatasetVersionRequest()
+        request.owner_slug, request.dataset_slug, request.body = owner, slug, body
+        return api.call(datasets.create_dataset_version, request, about), False
+    request = ApiCreateDatasetRequest()
+    request.owner_slug, request.slug, request.title = owner, slug, meta["title"]
+    request.license_name, request.is_private = meta["licenses"][0]["name"], True
+    request.subtitle, request.description, request.files = meta["subtitle"], meta["description"], new_files
+    return api.call(datasets.create_dataset, request, about), True
 
 
 def upload(names: list[str], given: str | None = None, out: Path = STAGE_DIR, message: str | None = None) -> str:
-    """Upload the weights as a private dataset: `kaggle datasets create`, or `datasets version` when it exists."""
+    """Upload the weights as a private dataset, or as a new version of it when Kaggle already has it."""
     found = {name: find_weights(name) for name in names}
     missing = [f"{name} (`{backbone_spec(name).notop_file}`)" for name, path in found.items() if path is None]
     if missing:
@@ -142,23 +196,20 @@ def upload(names: list[str], given: str | None = None, out: Path = STAGE_DIR, me
         raise WeightsError("WEIGHTS_DATASET=none names no dataset to upload to: set WEIGHTS_DATASET=owner/slug")
     files = list(found.values())
     folder = stage(files, dataset, out)
-    printed = run("datasets", "create", "-p", str(folder))
-    action = "created as a new private dataset"
-    if ALREADY_EXISTS in printed:
-        from lib.runs import git_commit
+    from lib.runs import git_commit
 
-        notes = message or f"{', '.join(f.name for f in files)} (git {git_commit() or 'none'})"
-        printed = run("datasets", "version", "-p", str(folder), "-m", notes)
-        _printed_error(printed, "datasets version")
-        action = "uploaded as a new version"
-    else:
-        _printed_error(printed, "datasets create")
+    notes = message or f"{', '.join(f.name for f in files)} (git {git_commit() or 'none'})"
+    answer, created = create_or_version(folder, files, notes)
+    if answer.error:
+        raise KaggleError(f"Kaggle refused the dataset {dataset}: {' '.join(answer.error.split())}")
+    action = "created as a new private dataset" if created else "uploaded as a new version"
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     attach = f" WEIGHTS_DATASET={dataset}" if given else ""
+    page = answer.url or f"https://www.kaggle.com/datasets/{dataset}"
     return (
         f"{len(files)} weight files ({size_mb:.0f} MB) {action} {dataset}; `make kaggle-kernel{attach}` attaches it. "
-        + (printed.strip().splitlines() or [""])[-1]
-    ).strip()
+        f"Kaggle processes it before a kernel can attach it: {page}"
+    )
 
 
 def main(argv=None) -> int:
