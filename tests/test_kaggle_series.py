@@ -1,5 +1,5 @@
-"""`make kaggle-run-all` against the fake kaggle CLI: push 03+04, wait, push 05 on their outputs, fetch, submit;
-resuming, failed kernels, and the one-line failures of the Kaggle boundary."""
+"""`make kaggle-run-all` against the fake kaggle CLI: push the model runs (03_xception, 03_convnext, 04), wait, push
+05 on their outputs, fetch, submit; resuming, failed kernels, and the one-line failures of the Kaggle boundary."""
 
 import json
 import shutil
@@ -20,9 +20,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 IDS = {
     "03": "tester/sf-dl-cars-03-xception",
+    "03c": "tester/sf-dl-cars-03-convnext",
     "04": "tester/sf-dl-cars-04-efficientnetb7",
     "05": "tester/sf-dl-cars-05-ensemble",
 }
+MODELS = ["03_xception", "03_convnext", "04_efficientnetb7"]  # lib.paths.MODEL_RUNS, pushed in this order
 SAMPLE_IDS = ["11.jpg", "12.jpg", "13.jpg"]
 KERNEL_LOG = [  # what `kaggle kernels output` writes as <slug>.log: one JSON array, entries across lines
     {"stream_name": "stdout", "time": 1.5, "data": "lib: 31 modules written to /kaggle/working/lib\n"},
@@ -65,8 +67,8 @@ def script_kernels(path: Path, **kernels) -> Path:
 
 
 def fake_series(tmp_path, root=PROJECT_ROOT):
-    """A fake Kaggle where 03 and 04 go queued -> running -> complete and 05 running -> complete; the series run
-    from the checkout `root`."""
+    """A fake Kaggle where the model kernels go queued (-> running) -> complete and 05 running -> complete; the
+    series run from the checkout `root`."""
     data = tmp_path / "real-data"
     data.mkdir()
     (data / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in SAMPLE_IDS))
@@ -74,6 +76,7 @@ def fake_series(tmp_path, root=PROJECT_ROOT):
         tmp_path / "kernels.json",
         **{
             IDS["03"]: {"status": ["QUEUED", "RUNNING", "COMPLETE"]},
+            IDS["03c"]: {"status": ["QUEUED", "COMPLETE"]},
             IDS["04"]: {"status": ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]},
             IDS["05"]: {"status": ["RUNNING", "COMPLETE"], "output": str(ensemble_output(tmp_path / "out05"))},
         },
@@ -102,13 +105,19 @@ def test_run_all_pushes_waits_chains_05_fetches_and_submits(series):
     env, make, args, build, _ = series
     done = make(*args, "SUBMIT=1", "MSG=from kaggle")
     assert done.returncode == 0, done.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]
+    assert pushes(env) == MODELS + ["05_ensemble"]
     meta = json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == [IDS["03"], IDS["04"]] and meta["enable_gpu"] is False
+    assert meta["kernel_sources"] == [IDS["03"], IDS["03c"], IDS["04"]] and meta["enable_gpu"] is False
     assert meta["dataset_sources"] == []  # 05 trains nothing: no weights dataset
     meta_03 = json.loads((build / "03_xception" / "kernel-metadata.json").read_text())
     assert meta_03["machine_shape"] == "NvidiaTeslaT4" and meta_03["enable_internet"] is False
     assert meta_03["dataset_sources"] == ["tester/sf-dl-cars-keras-weights"]
+    convnext = json.loads((build / "03_convnext" / "03_convnext.ipynb").read_text())["cells"]
+    at = next(i for i, cell in enumerate(convnext) if "parameters" in cell["metadata"].get("tags", []))
+    injected = "".join(convnext[at + 1]["source"])  # notebook 03 with the run's full-profile values, as papermill does
+    assert convnext[at + 1]["metadata"]["tags"] == ["injected-parameters"] and injected.startswith("# Parameters\n")
+    assert "run_name = '03_convnext'" in injected and "backbone = 'convnext_base'" in injected
+    assert json.loads((build / "03_convnext" / "kernel-metadata.json").read_text())["id"] == IDS["03c"]
 
     calls = [c["argv"] for c in kaggle_calls(env)]
     first_05_push = next(i for i, a in enumerate(calls) if a[:2] == ["kernels", "push"] and "05_ensemble" in a[3])
@@ -134,8 +143,8 @@ def test_rerun_resumes_without_pushing_again(series):
     assert make(*args).returncode == 0
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # nothing new
-    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
+    assert pushes(env) == MODELS + ["05_ensemble"]  # nothing new
+    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 4
     record = json.loads((downloaded(env).parent / "sf-dl-cars-03-xception" / "push.json").read_text())
     assert record["version"] == 1 and len(record["digest"]) == 64
 
@@ -148,17 +157,18 @@ def test_rerun_without_a_push_record_reads_the_bundle_from_kaggle(series):
         record.unlink()
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]
-    assert [c["argv"][2] for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "pull"]][:2] == [
+    assert pushes(env) == MODELS + ["05_ensemble"]
+    assert [c["argv"][2] for c in kaggle_calls(env) if c["argv"][:2] == ["kernels", "pull"]][:3] == [
         IDS["03"],
+        IDS["03c"],
         IDS["04"],
     ]
 
 
 def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pushes_the_models(tmp_path, project_copy):
     """A bundle carries the lib modules its notebook imports: a toolbox edit (the report, the Kaggle tooling itself)
-    changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes both,
-    and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
+    changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes the three
+    model runs, and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
     env, make, args, build, _ = fake_series(tmp_path, root=project_copy)
     assert make(*args).returncode == 0
     for tool in ("tools/report.py", "tools/kaggle/series.py", "tools/runner/inputs.py"):
@@ -166,23 +176,23 @@ def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pu
             file.write("\n# an edit\n")
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # nothing new
-    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
+    assert pushes(env) == MODELS + ["05_ensemble"]  # nothing new
+    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 4
     with open(project_copy / "lib" / "train.py", "a") as file:
         file.write("\n# an edit\n")
     trained = make(*args)
     assert trained.returncode == 0, trained.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"] * 2
+    assert pushes(env) == (MODELS + ["05_ensemble"]) * 2
 
 
 def test_a_changed_bundle_is_pushed_again_and_so_is_05(series):
-    """ACCELERATOR= is part of the digest (as are the notebook, lib and the sources): 03 and 04 change, and 05,
-    whose digest names their bundles, is pushed again too."""
+    """ACCELERATOR= is part of the digest (as are the notebook, lib and the sources): the model kernels change, and
+    05, whose digest names their bundles, is pushed again too."""
     env, make, args, build, _ = series
     assert make(*args).returncode == 0
     changed = make(*args, "ACCELERATOR=tpu")
     assert changed.returncode == 0, changed.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"] * 2
+    assert pushes(env) == (MODELS + ["05_ensemble"]) * 2
     assert json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())["enable_tpu"] is False
 
 
@@ -220,14 +230,14 @@ def test_a_failed_kernel_prints_its_log_tail_and_stops_before_05(series, tmp_pat
     assert f"{IDS['04']}/1 ended in ERROR (https://www.kaggle.com/code/{IDS['04']}): Your notebook tried" in err
     assert "ValueError: stage 2 ran out of GPU memory at batch 32" in err and "----> 3 fit(model)" in err
     assert "\x1b[" not in err and "lib/kaggle" not in err  # colours stripped; no traceback of ours
-    assert pushes(env) == ["03_xception", "04_efficientnetb7"]  # 05 never pushed
+    assert pushes(env) == MODELS  # 05 never pushed
     saved = downloaded(env).parent / "sf-dl-cars-04-efficientnetb7" / "log" / "sf-dl-cars-04-efficientnetb7.log"
     assert saved.is_file()
 
     rerun = make(*args)  # still ERROR on Kaggle: 04 is pushed again, 03 (complete) is not
     assert rerun.returncode == 0, rerun.stderr
     assert "its last run of this bundle ended in ERROR; pushing it again" in rerun.stdout
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "04_efficientnetb7", "05_ensemble"]
+    assert pushes(env) == [*MODELS, "04_efficientnetb7", "05_ensemble"]
 
 
 def test_timeout_stops_waiting_in_one_line(series):
@@ -262,7 +272,7 @@ def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series):
     script.write_text(json.dumps(kernels))
     resumed = make(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert pushes(env) == ["03_xception", "04_efficientnetb7", "05_ensemble"]  # 03 and 04 once each
+    assert pushes(env) == MODELS + ["05_ensemble"]  # each model kernel once
 
 
 def test_weights_1_fetches_everything(series):
