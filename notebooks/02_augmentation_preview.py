@@ -92,10 +92,11 @@ for kind in ("cutmix", "mixup"):
                          name=f"mix_{kind}")
 
 # %% [markdown]
-# With CutMix, a box of another car now sits in each photo, and the label shares match the box's area: a car
-# covered by a large box keeps only a small share of its own class. With alpha 0.2, MixUp's weights lie mostly near
-# 0 or 1, so most photos look almost unchanged with a faint ghost of their partner, and a few are half-and-half
-# blends. A photo paired with itself, or with a car of its own class, keeps a single class. The model learns to
+# With CutMix, a box of another photo now sits in each photo, and the label shares match the areas: a photo mostly
+# covered by its partner's box takes mostly its partner's class. With alpha 0.2, MixUp's weights lie mostly near
+# 0 or 1, so most mixed photos look like one of the two (their own or their partner's, as the label says) with a
+# faint ghost of the other, and a few are half-and-half blends. A photo paired with itself, or with a car of its own
+# class, keeps a single class. The model learns to
 # spread its belief in the same proportions, which discourages over-confidence; on the demo, where the class is
 # the body colour, a pasted box of another colour is exactly the evidence the label share describes.
 

@@ -310,6 +310,9 @@ NOISE_EXAMPLES = {
     "TensorFlow with the appropriate compiler flags.",
     "kernel transport warning": "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.",
     "figure repr": "<Figure size 1400x350 with 3 Axes>",
+    "TensorFlow retracing warning": "WARNING:tensorflow:5 out of the last 5 calls to <function conv.<locals>._conv_xla "
+    "at 0x7f524d4bbf60> triggered tf.function retracing. Tracing is expensive and the excessive number of tracings "
+    "could be due to (1) creating @tf.function repeatedly in a loop.",
 }
 ACTIONABLE = [
     "Time budget: the next epoch (~88 s) would pass the deadline; stopping.",
