@@ -13,8 +13,11 @@ VIRTUAL_DEVICES ?=
 VERBOSE ?=
 
 
-# The series in run order: notebooks/NN_topic.py (lib.paths.series_notebooks reads the same files).
+# The series in run order: notebooks/NN_topic.py (lib.paths.series_notebooks reads the same files), and every run of
+# it: 03_convnext is notebook 03 with its own profile file, run right after 03_xception (lib.paths.MODEL_RUNS; the
+# same list as `python -m lib.paths series`, which tests/test_paths.py compares with `make series`).
 NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.py))))
+SERIES := $(patsubst 03_xception,03_xception 03_convnext,$(NOTEBOOKS))
 # Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
 DATA = $(shell $(PY) -m lib.paths data-dir $(DATA_DIR))
 PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
@@ -36,7 +39,7 @@ KAGGLE_OLDEST_TESTS := tests/test_versions.py tests/test_data.py tests/test_imag
 	tests/test_train.py::test_budget_ends_training_and_is_recorded \
 	tests/test_distributed.py::test_two_replicas_train_the_same_model_as_one_device_at_the_same_global_batch
 
-.PHONY: help venv hooks prepare run-all report lab $(NOTEBOOKS) notebooks score test test-fast test-unit test-jax \
+.PHONY: help venv hooks prepare run-all report lab $(SERIES) series notebooks score test test-fast test-unit test-jax \
 	test-kaggle-oldest lint format bench bench-duplicates clean
 
 help: ## List the targets
@@ -105,17 +108,23 @@ endef
 03_xception: notebooks/03_xception.ipynb prepare ## Notebook 03: Xception in stages, TTA, submissions/xception.csv
 	$(call run_notebook,$@)
 	$(call stale_ensemble,$@)
+03_convnext: notebooks/03_xception.ipynb prepare ## Notebook 03 with ConvNeXt (profiles/<profile>/03_convnext.yaml), submissions/convnext.csv
+	$(call run_notebook,$@)
+	$(call stale_ensemble,$@)
 04_efficientnetb7: notebooks/04_efficientnetb7.ipynb prepare ## Notebook 04: EfficientNetB7, time-budgeted, submissions/efficientnetb7.csv
 	$(call run_notebook,$@)
 	$(call stale_ensemble,$@)
-05_ensemble: notebooks/05_ensemble.ipynb prepare ## Notebook 05: weighted ensemble of 03 and 04, submissions/submission.csv
+05_ensemble: notebooks/05_ensemble.ipynb prepare ## Notebook 05: weighted ensemble of the model runs, submissions/submission.csv
 	$(call run_notebook,$@)
 06_error_analysis: notebooks/06_error_analysis.ipynb prepare ## Notebook 06: per-class errors, confused pairs, mistakes, Grad-CAM, calibration
 	$(call run_notebook,$@)
 
-run-all: prepare $(NOTEBOOKS) ## Run the six notebooks in order (demo data when no competition data is found), then `make report`
+run-all: prepare $(SERIES) ## Run the series in order (demo data when no competition data is found), then `make report`
 	@echo "Done. Submissions: $$(ls $(SUBMISSIONS)/*.csv | tr '\n' ' '); executed notebooks in $(RUNS)/$(PROF)/"
 	@$(PY) -m tools.report $(PROF)
+
+series: ## The runs of `make run-all`, in its order (lib.paths.series_runs)
+	@echo $(SERIES)
 
 report: | venv ## HTML report of a profile's runs (PROFILE=): reports/<profile>/index.html, one table, each notebook rendered
 	@$(PY) -m tools.report $(PROF)

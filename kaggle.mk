@@ -53,7 +53,7 @@ kaggle-status: | venv ## Show the pushed kernel's run status on Kaggle
 kaggle-output: | venv ## Download the kernel's outputs into runs/kaggle/<slug>/, weights only with WEIGHTS=1 (then: make submit FILE=...)
 	@$(PY) -m tools.kaggle.kernel output $(kaggle_id) $(kaggle_out) $(kaggle_weights)
 
-kaggle-run-all: | venv ## The series on Kaggle: push 03+04, wait (TIMEOUT=13h), push 05 on their outputs, fetch; SUBMIT=1 uploads
+kaggle-run-all: | venv ## The series on Kaggle: push the model runs (03, 03_convnext, 04), wait (TIMEOUT=13h), push 05 on their outputs, fetch; SUBMIT=1 uploads
 	@$(PY) -m tools.kaggle.series --accelerator $(ACCELERATOR) --timeout $(TIMEOUT) --poll $(POLL) \
 		$(if $(filter 1 yes true,$(INTERNET)),--internet) $(kaggle_weights) $(if $(filter 1 yes true,$(SUBMIT)),--submit) \
 		$(kaggle_msg) $(kaggle_data_dir) $(kaggle_weights_dataset) $(if $(KERNEL_DIR),--build-root $(KERNEL_DIR))

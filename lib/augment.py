@@ -1,15 +1,17 @@
-"""Augmentation presets: albumentations on the CPU (per image) and Keras preprocessing layers in the model."""
+"""Augmentation presets: albumentations on the CPU (per image), Keras preprocessing layers in the model, and
+CutMix/MixUp on whole training batches."""
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import albumentations as A  # lib/__init__ has already turned off its PyPI version check
 import cv2
 import numpy as np
 
-from lib.choices import PRESETS
+from lib.choices import PRESETS, Mix
 
 # Reflected borders look like a plausible street scene; black wedges would be a learnable artefact.
 _BORDER = cv2.BORDER_REFLECT_101
@@ -201,3 +203,67 @@ def keras_augmentation(name: str, seed: int | None = None):
             layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed),
         ]
     return keras.Sequential(stack, name=f"augment_{name}")
+
+
+MIX_STREAM = 1  # the random stream of a batch's mixing, apart from its per-photo augmentation (stream 0)
+
+
+class BatchMixer:
+    """CutMix and MixUp on a whole training batch, by keras.layers.CutMix and keras.layers.MixUp (which take
+    {"images", "labels"}: they belong in the input pipeline, not in the model). Every draw comes from the batch's
+    key alone (seed, epoch, batch): whether the batch is mixed, by which of the two, and the layer's own draws
+    (its SeedGenerator is set from the key first), so a rerun and a run resumed after a kill mix the same photos
+    the same way, whichever worker thread builds the batch. Each thread keeps its own pair of layers, as their
+    SeedGenerator is state. The layers run on the CPU with the backend's ops; images come back uint8 (MixUp's blend
+    rounded), labels as the float mix of the two photos' one-hot labels."""
+
+    def __init__(self, mix: Mix | dict):
+        self.mix = mix if isinstance(mix, Mix) else Mix(**mix)
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {"mix": self.mix}
+
+    def __setstate__(self, state):
+        self.__init__(state["mix"])
+
+    def _layer(self, kind: str):
+        import keras
+
+        layers = getattr(self._local, "layers", None)
+        if layers is None:
+            alpha = self.mix.cutmix
+            layers = self._local.layers = {
+                # CutMix's factor is the range its Beta's alpha is drawn from: (alpha, alpha) fixes it, so the area
+                # share follows Beta(alpha, alpha) as in the CutMix paper (alpha 1: uniform).
+                "cutmix": keras.layers.CutMix(factor=(alpha, alpha), seed=0) if alpha > 0 else None,
+                "mixup": keras.layers.MixUp(alpha=self.mix.mixup, seed=0) if self.mix.mixup > 0 else None,
+            }
+        return layers[kind]
+
+    def choose(self, rng: np.random.Generator) -> str | None:
+        """ "cutmix", "mixup" or None (this batch stays unmixed), drawn from the batch's own generator."""
+        mix = self.mix
+        if not mix.active or rng.random() >= mix.p:
+            return None
+        if mix.cutmix > 0 and mix.mixup > 0:
+            return "cutmix" if rng.random() < mix.switch else "mixup"
+        return "cutmix" if mix.cutmix > 0 else "mixup"
+
+    def __call__(self, images: np.ndarray, labels: np.ndarray, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 [B, S, S, 3], labels float32 [B, K]) mixed, or returned as they are when the draw says so."""
+        import keras
+
+        rng = np.random.default_rng([key, MIX_STREAM])
+        kind = self.choose(rng)
+        if kind is None:
+            return images, labels
+        layer = self._layer(kind)
+        state = layer.generator.state
+        start = np.array([int(rng.integers(1 << 30)), 0], dtype=keras.backend.standardize_dtype(state.dtype))
+        with keras.device("cpu:0"):  # a few element-wise ops per batch: not worth an accelerator round trip
+            state.assign(start)
+            mixed = layer({"images": images, "labels": labels}, training=True)
+            mixed_images = keras.ops.convert_to_numpy(mixed["images"])
+            mixed_labels = keras.ops.convert_to_numpy(mixed["labels"])
+        return np.clip(np.rint(mixed_images), 0, 255).astype(np.uint8), mixed_labels.astype(np.float32)

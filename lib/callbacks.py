@@ -1,5 +1,6 @@
 """The callbacks of a training stage and the weight files they write: time budget, epoch info, best weights,
-two-generation backups, per-epoch randomness and the early-stopping counters a resumed stage needs."""
+two-generation backups, per-epoch randomness, the early-stopping counters a resumed stage needs, and the swaps
+that let validation and checkpoints see the EMA weights while backups keep the raw ones."""
 
 from __future__ import annotations
 
@@ -83,8 +84,15 @@ class TimeBudget(keras.callbacks.Callback):
             print(f"Time budget: the next epoch (~{np.median(recent):.0f} s) would pass the deadline; stopping.")
 
 
+def uses_ema(optimizer) -> bool:
+    """Whether the optimizer (or the one a LossScaleOptimizer wraps) keeps a moving average of the weights."""
+    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
+
+
 class EpochInfo(keras.callbacks.Callback):
-    """Adds stage, image size, learning rate and epoch seconds to the logs that CSVLogger writes."""
+    """Adds stage, image size, learning rate, epoch seconds and which weights validation evaluated (`val_on_ema`: 1
+    for the optimizer's moving average, 0 for the trained weights; Keras's logs take numbers only) to the logs that
+    CSVLogger writes."""
 
     def __init__(self, stage: Stage, index: int):
         super().__init__()
@@ -100,7 +108,32 @@ class EpochInfo(keras.callbacks.Callback):
             image_size=self.stage.image_size,
             lr=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
             seconds=round(time.time() - self._started, 1),
+            val_on_ema=int(uses_ema(optimizer)),
         )
+
+
+def ema_swaps() -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+    """(to EMA, back to raw): the two places in a stage's callback list where the weights change hands.
+
+    The first is Keras's SwapEMAWeights with swap_on_epoch: validation runs on the EMA weights, and from the end
+    of each epoch on, so do the callbacks after it (the best checkpoint). The second, put just before the backup,
+    swaps the raw weights back in, so the backup holds the raw weights and the optimizer's EMA slots, the state an
+    uninterrupted run carries into its next epoch: a resumed run goes on exactly as if it had not stopped. At the
+    end of fit Keras writes the EMA weights into the model (Optimizer.finalize_variable_values)."""
+    to_ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    return to_ema, RawWeightsForBackup(to_ema)
+
+
+class RawWeightsForBackup(keras.callbacks.Callback):
+    """At the end of an epoch, put the raw weights back into the model that SwapEMAWeights(swap_on_epoch=True)
+    filled with the EMA weights, by calling its own epoch-start swap (a no-op when they are already there)."""
+
+    def __init__(self, to_ema: keras.callbacks.SwapEMAWeights):
+        super().__init__()
+        self.to_ema = to_ema
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.to_ema.on_epoch_begin(epoch)
 
 
 class BestWeights(keras.callbacks.Callback):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from lib import class_display_name
+from lib import NUM_CLASSES, class_display_name
 from lib.analysis.calibration import apply_temperature, fit_temperature
 from lib.choices import BLEND_METHODS, SEARCHES
 from lib.metrics import EPS, accuracy, class_labels, log_loss
@@ -186,11 +186,59 @@ def combine_runs(
     )
 
 
-def pseudo_labels(test_df: pd.DataFrame, test_probs: np.ndarray, threshold: float) -> pd.DataFrame:
-    """Test rows whose top probability is >= threshold, labelled with their predicted class (05 writes them for
-    a model notebook's pseudo-label stage)."""
+def smoothed_top(label_smoothing: float, classes: int = NUM_CLASSES) -> float:
+    """The top probability a model fits under label smoothing: its target for the true class, 1 - e + e/K (0.91
+    for e 0.1 over 10 classes). A model that is right and sure sits near it, not near 1."""
+    return 1.0 - float(label_smoothing) + float(label_smoothing) / classes
+
+
+def label_smoothing_of(run_folders: dict) -> dict:
+    """Each model run's label smoothing, from its params.json (0 when it records none)."""
+    from pathlib import Path
+
+    from lib.runs import read_json
+
+    return {
+        name: float(read_json(Path(folder) / "params.json").get("label_smoothing") or 0.0)
+        if (Path(folder) / "params.json").is_file()
+        else 0.0
+        for name, folder in run_folders.items()
+    }
+
+
+def reachable_confidence(label_smoothing: dict, weights: pd.Series) -> float:
+    """The blend's counterpart of smoothed_top: each model's, weighted by its blend weight."""
+    total = float(weights.sum())
+    return sum(float(weights[name]) * smoothed_top(label_smoothing.get(name, 0.0)) for name in weights.index) / total
+
+
+def pseudo_labels(
+    test_df: pd.DataFrame, test_probs: np.ndarray, threshold: float, ceiling: float = 1.0
+) -> pd.DataFrame:
+    """Test rows whose top probability is at least `threshold` x `ceiling`, labelled with their predicted class and
+    that probability as `confidence` (05 writes them for a model notebook's pseudo-label stage). `ceiling` is the
+    highest top probability the models can reach (reachable_confidence): with label smoothing 0.1 a sure model
+    gives about 0.91, so an absolute threshold of 0.98 would keep nothing."""
     probs = np.asarray(test_probs)
-    confident = probs.max(axis=1) >= threshold
+    confident = probs.max(axis=1) >= threshold * ceiling
     return (
-        test_df.loc[confident, ["Id", "path"]].assign(Category=probs[confident].argmax(axis=1)).reset_index(drop=True)
+        test_df.loc[confident, ["Id", "path"]]
+        .assign(Category=probs[confident].argmax(axis=1), confidence=probs[confident].max(axis=1))
+        .reset_index(drop=True)
     )
+
+
+def pseudo_label_rows(test_df: pd.DataFrame, fitted: Blend, run_folders: dict, threshold: float):
+    """05's pseudo-labels: the test rows the blend is sure of on the scale its models can reach (pseudo_labels with
+    the ceiling of reachable_confidence, each run's label smoothing read from its params.json). Returns (rows,
+    the smallest top probability kept)."""
+    ceiling = reachable_confidence(label_smoothing_of(run_folders), fitted.weights)
+    return pseudo_labels(test_df, fitted.test_probs, threshold, ceiling), threshold * ceiling
+
+
+def class_balance(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows per class (named, every class listed) and their share: what 05 prints about its pseudo-labels."""
+    counts = rows["Category"].value_counts().reindex(range(NUM_CLASSES), fill_value=0)
+    table = pd.DataFrame({"rows": counts, "share": counts / max(1, len(rows))})
+    table.index = pd.Index([class_display_name(c) for c in table.index], name="class")
+    return table

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib import NUM_CLASSES, data, distribute, paths
+from lib.choices import PREDICT_SIZE_AUTO, mixes
 from lib.distribute import DistributionPlan
 from lib.notebook import describe_data, open_run
 from lib.runs import RunRecord, seed_everything, write_csv
@@ -46,6 +47,7 @@ class Context:
         augment: str = "none",
         shuffle: bool = False,
         labelled: bool = True,
+        mix: dict | None = None,
     ):
         from lib.pipeline import ImageSequence
 
@@ -58,6 +60,7 @@ class Context:
             shuffle=shuffle,
             seed=self.params["seed"],
             replicas=self.replicas,
+            mix=mix,
             **({"workers": self.runtime.pipeline_workers} if self.runtime else {}),
         )
 
@@ -192,7 +195,8 @@ def find_lr(ctx: Context, model, steps: int):
 
     first = stage_plan(ctx)[0]  # the first stage as training will run it
     set_trainable(model, first.stage.trainable)
-    sequence = ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment, shuffle=True)
+    sequence = ctx.sequence(ctx.train, first.stage.image_size, first.global_batch, first.augment, shuffle=True,
+                            mix=first.stage.mix if mixes(first.stage) else None)  # fmt: skip
     found = lr_range_test(
         model,
         sequence,
@@ -216,7 +220,7 @@ def train(ctx: Context, model):
         ctx.train,
         ctx.val,
         ctx.run,
-        make_sequence=lambda frame, size, batch, augment, shuffle: ctx.sequence(frame, size, batch, augment, shuffle),
+        make_sequence=ctx.sequence,
         settings=train_settings(ctx),
         pseudo_labelled=pseudo_labelled(ctx),
     )
@@ -235,17 +239,20 @@ class Evaluation:
     val_labels: np.ndarray
     test_probs: np.ndarray
     table: pd.DataFrame
+    size_search: pd.DataFrame | None = None  # predict_image_size="auto": each size tried on validation
 
 
 def prediction_size(ctx: Context) -> int:
-    """`predict_image_size`, else the size the best weights (what is predicted) were trained at, else the size of
-    the last stage that trained: when the time budget stops stage 2 after an epoch worse than stage 1's best, the
-    stage-1 weights are predicted at stage 1's size, not at a size they never saw."""
+    """A number given as `predict_image_size`, else the size the best weights (what is predicted) were trained at,
+    else the size of the last stage that trained: when the time budget stops stage 2 after an epoch worse than
+    stage 1's best, the stage-1 weights are predicted at stage 1's size, not at a size they never saw. "auto"
+    starts its search from the same trained size."""
     from lib.runs import read_json
     from lib.train import read_history
 
-    if ctx.params.get("predict_image_size"):
-        return int(ctx.params["predict_image_size"])
+    forced = ctx.params.get("predict_image_size")
+    if forced and forced != PREDICT_SIZE_AUTO:
+        return int(forced)
     best, history = ctx.run.path("best.json"), read_history(ctx.run)
     if best.exists() and "image_size" in history:
         best_epoch = history[history["epoch"] == read_json(best)["epoch"] - 1]  # best.json counts from 1
@@ -255,17 +262,57 @@ def prediction_size(ctx: Context) -> int:
     return int(trained[-1]["image_size"]) if trained else stage_plan(ctx)[-1].stage.image_size
 
 
+SIZE_STEPS = (1.125, 1.25)  # predict_image_size="auto": the trained size, then these multiples of it (FixRes)
+
+
+def candidate_sizes(trained: int) -> list[int]:
+    """The sizes "auto" tries: the trained size itself, then 1.125x and 1.25x of it rounded to a multiple of 32
+    (the strides of the backbones' last stages), each once and only when larger."""
+    sizes = [int(trained)]
+    for step in SIZE_STEPS:
+        size = 32 * int(trained * step / 32 + 0.5)  # halves round up
+        if size > sizes[-1]:
+            sizes.append(size)
+    return sizes
+
+
+def search_size(ctx: Context, model, sizes: list[int]) -> tuple[int, np.ndarray, pd.DataFrame]:
+    """Predict the validation split once per size (no TTA) and keep the most accurate size, the lower log-loss on
+    a tie, then the smaller size. Returns (size, its validation probabilities, a table of every size)."""
+    from lib.metrics import accuracy, log_loss
+    from lib.predict import predict_probs
+
+    labels = ctx.val["Category"].to_numpy()
+    batch = ctx.params["batch_size"] * ctx.replicas
+    rows, probs = [], {}
+    for size in sizes:
+        probs[size] = predict_probs(model, ctx.sequence(ctx.val, size, batch, labelled=False), ["identity"])
+        rows.append({"image size": size, "validation accuracy": accuracy(probs[size], labels),
+                     "validation log-loss": log_loss(probs[size], labels)})  # fmt: skip
+        print(f"Prediction size {size} px: validation accuracy {rows[-1]['validation accuracy']:.4f}, "
+              f"log-loss {rows[-1]['validation log-loss']:.4f}")  # fmt: skip
+    table = pd.DataFrame(rows).set_index("image size")
+    best = min(sizes, key=lambda s: (-table.loc[s, "validation accuracy"], table.loc[s, "validation log-loss"], s))
+    table["kept"] = table.index == best
+    print(f"Prediction size: {best} px kept of {', '.join(map(str, sizes))} (trained at {sizes[0]} px)")
+    return best, probs[best], table
+
+
 def evaluate(ctx: Context, model) -> Evaluation:
-    """Validation accuracy without and with TTA, test probabilities with TTA; all saved in the run folder."""
+    """Validation accuracy without and with TTA, test probabilities with TTA; all saved in the run folder. With
+    predict_image_size="auto", the size comes from a search on the validation split first (one pass per size)."""
     from lib.metrics import accuracy
     from lib.predict import apply_fallback, class_prior, predict_probs
 
     p = ctx.params
-    size = prediction_size(ctx)
+    size, size_search = prediction_size(ctx), None
     batch = p["batch_size"] * ctx.replicas
-    val_seq = ctx.sequence(ctx.val, size, batch, labelled=False)
     labels = ctx.val["Category"].to_numpy()
-    plain = predict_probs(model, val_seq, ["identity"])
+    if p.get("predict_image_size") == PREDICT_SIZE_AUTO:
+        size, plain, size_search = search_size(ctx, model, candidate_sizes(size))
+    val_seq = ctx.sequence(ctx.val, size, batch, labelled=False)
+    if size_search is None:
+        plain = predict_probs(model, val_seq, ["identity"])
     with_tta = predict_probs(model, val_seq, p["tta"], p["tta_passes"])
     test = ctx.scan.test
     test_probs = predict_probs(model, ctx.sequence(test, size, batch, labelled=False), p["tta"], p["tta_passes"])
@@ -279,6 +326,13 @@ def evaluate(ctx: Context, model) -> Evaluation:
         {"validation accuracy": [accuracy(plain, labels), accuracy(with_tta, labels)]},
         index=["no TTA", f"TTA ({len(p['tta'])} transforms, {p['tta_passes'] or len(p['tta'])} passes)"],
     )
+    searched = {}
+    if size_search is not None:
+        searched["size_search"] = [
+            {"image_size": int(size_tried), "val_accuracy": float(row["validation accuracy"]),
+             "val_log_loss": float(row["validation log-loss"])}
+            for size_tried, row in size_search.iterrows()
+        ]  # fmt: skip
     ctx.run.update_metrics(
         model=p["run_name"],
         backbone=p["backbone"],
@@ -288,8 +342,9 @@ def evaluate(ctx: Context, model) -> Evaluation:
         image_size=size,
         test_rows=len(test),
         test_fallback_rows=fallback,
+        **searched,
     )
-    return Evaluation(with_tta, plain, labels, test_probs, table)
+    return Evaluation(with_tta, plain, labels, test_probs, table, size_search)
 
 
 def fit_and_evaluate(ctx: Context, model):

@@ -122,12 +122,19 @@ def build_model(
     l2: float = 0.0,
     keras_augment: str = "none",
     backbone_bn: str = "auto",
+    drop_path: float | None = None,
 ) -> keras.Model:
     """uint8 RGB images of any size -> class probabilities.
 
-    backbone_bn: "frozen" runs the backbone in inference mode, so pretrained BatchNorm statistics stay as trained
-    even when its layers are unfrozen (Keras transfer-learning guide); "train" lets BatchNorm learn batch
+    backbone_bn: "frozen" keeps the backbone's BatchNorm layers frozen for good (trainable=False), which in Keras 3
+    also runs them in inference mode whatever the `training` flag, so pretrained statistics stay as trained even
+    when the rest of the backbone trains (Keras transfer-learning guide); "train" lets BatchNorm learn batch
     statistics, which a randomly initialised backbone needs; "auto" is "frozen" with ImageNet weights, else "train".
+    The backbone gets the `training` flag either way, so its stochastic depth (EfficientNet's drop-connect) works
+    while training.
+    drop_path: the stochastic-depth rate the backbone's blocks ramp up to (keras.applications' drop_connect_rate,
+    0.2 for EfficientNet V1 and V2); None keeps the backbone's own, 0 turns it off. A backbone without stochastic
+    depth (Xception, ConvNeXt as keras.applications builds it) takes only None or 0.
     """
     if backbone_bn not in ("auto", "frozen", "train"):
         raise ValueError(f"backbone_bn={backbone_bn!r}; choose auto, frozen or train")
@@ -135,6 +142,7 @@ def build_model(
         backbone_bn = "frozen" if weights else "train"
     spec = backbone_spec(backbone)
     base = load_backbone(backbone, weights)
+    set_drop_path(base, spec, backbone, drop_path)
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0, name="to_float")(inputs)
     if keras_augment and keras_augment != "none":
@@ -142,11 +150,13 @@ def build_model(
 
         x = keras_augmentation(keras_augment)(x)  # active only while training
     x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="backbone_input")(x)
-    if backbone_bn == "train":
-        for layer in base.layers:  # short runs from scratch: let moving statistics catch up within an epoch
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-    x = base(x, training=False) if backbone_bn == "frozen" else base(x)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if backbone_bn == "train":
+                layer.momentum = 0.9  # short runs from scratch: let moving statistics catch up within an epoch
+            else:
+                layer.trainable = False
+    x = base(x)
     pools = {
         "avg": [keras.layers.GlobalAveragePooling2D(name="gap")],
         "max": [keras.layers.GlobalMaxPooling2D(name="gmp")],
@@ -170,7 +180,33 @@ def build_model(
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probs")(x)
     model = keras.Model(inputs, outputs, name=f"{backbone}_classifier")
     model.backbone_bn = backbone_bn  # set_trainable keeps BatchNorm learning when the backbone trains it
+    model.backbone_name = backbone  # set_trainable unfreezes fractions of it block by block
     return model
+
+
+def drop_path_layers(base: keras.Model) -> list:
+    """The Dropout layers that drop a whole residual branch per photo (noise shape (None, 1, 1, 1)): EfficientNet's
+    drop-connect, i.e. stochastic depth."""
+    return [
+        layer
+        for layer in base.layers
+        if isinstance(layer, keras.layers.Dropout) and tuple(layer.noise_shape or ()) == (None, 1, 1, 1)
+    ]
+
+
+def set_drop_path(base: keras.Model, spec: Backbone, name: str, drop_path: float | None) -> None:
+    """Scale the backbone's stochastic-depth rates so that they ramp up to `drop_path` (None: as built)."""
+    if drop_path is None:
+        return
+    layers = drop_path_layers(base)
+    if not layers or not spec.drop_path:
+        if drop_path:
+            raise ValueError(f"backbone {name!r} has no stochastic depth in keras.applications: set drop_path to None")
+        return
+    if not 0 <= drop_path < 1:
+        raise ValueError(f"drop_path={drop_path!r}: give a rate in [0, 1), or None for the backbone's own")
+    for layer in layers:
+        layer.rate = layer.rate * drop_path / spec.drop_path
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -184,7 +220,9 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
     BatchNorm layers of a pretrained backbone stay frozen (a frozen Keras BatchNorm also runs in inference
     mode); `freeze_batchnorm=None` freezes them unless the model was built with backbone_bn="train".
     `which`: "head" (backbone frozen), "all", an int N (the top N backbone layers), a float in (0, 1]
-    (that fraction of the backbone's layers, from the top), or "from:<layer name>".
+    (about that fraction of the backbone's layers, from the top, moved to the nearest block boundary so that no
+    block trains in part: keras-io's EfficientNet fine-tuning example warns against splitting a block, whose
+    shortcut spans it), or "from:<layer name>".
     """
     base = backbone_of(model)
     layers = base.layers
@@ -204,7 +242,8 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
     elif isinstance(which, float):
         if not 0 < which <= 1:
             raise ValueError(f"trainable fraction must be in (0, 1], got {which}")
-        first = len(layers) - int(round(which * len(layers)))
+        pattern = backbone_spec(model.backbone_name).block_pattern if hasattr(model, "backbone_name") else ""
+        first = block_boundary(base, len(layers) - int(round(which * len(layers))), pattern)
     else:
         first = max(0, len(layers) - which)
     base.trainable = first < len(layers)
@@ -215,6 +254,30 @@ def set_trainable(model: keras.Model, which="head", freeze_batchnorm: bool | Non
         if layer is not base:
             layer.trainable = True
     return count_params(model.trainable_weights)
+
+
+def layer_blocks(base: keras.Model, pattern: str) -> list[str | None]:
+    """The block each backbone layer belongs to, by the backbone's `block_pattern` (lib.backbones); a layer whose
+    name names no block (Xception's unnamed residual conv and add) joins the block before it."""
+    import re
+
+    compiled = re.compile(pattern)
+    blocks, current = [], None
+    for layer in base.layers:
+        found = compiled.search(layer.name)
+        current = found.group(1) if found else current
+        blocks.append(current)
+    return blocks
+
+
+def block_boundary(base: keras.Model, first: int, pattern: str) -> int:
+    """The first layer of the block nearest to layer index `first` (on a tie, the one that trains more). Every
+    block start lies before the last layer, so a fraction never rounds down to nothing. No pattern: `first`."""
+    if not pattern or first <= 0:
+        return max(0, first)
+    blocks = layer_blocks(base, pattern)
+    starts = [0] + [index for index in range(1, len(blocks)) if blocks[index] != blocks[index - 1]]
+    return min(starts, key=lambda start: (abs(start - first), start))
 
 
 def head_table(model: keras.Model) -> pd.DataFrame:
@@ -249,7 +312,9 @@ def count_params(weights) -> int:
 def build_from_params(params: dict, **overrides) -> keras.Model:
     """build_model with a notebook's parameters (backbone, weights and the head's settings); `overrides` win."""
     names = ("weights", "pooling", "head_batchnorm", "dropout", "dense_units", "activation", "l2", "keras_augment")
-    return build_model(params["backbone"], **{**{name: params[name] for name in names}, **overrides})
+    settings = {name: params[name] for name in names}
+    settings["drop_path"] = params.get("drop_path")  # runs recorded before drop_path existed: the backbone's own
+    return build_model(params["backbone"], **{**settings, **overrides})
 
 
 def load_trained(run_folder, weights_file: str = "best.weights.h5") -> keras.Model:

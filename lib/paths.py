@@ -49,14 +49,36 @@ def submissions_dir() -> Path:
     return output_root() / "submissions"
 
 
-# The runs that train a model, each by the notebook of that name: 05 blends them, 06 explains them, `make
-# kaggle-run-all` pushes them as kernels before 05, `make weights` fetches their backbones.
-MODEL_RUNS = ("03_xception", "04_efficientnetb7")
+# The runs that train a model, in the series' order: run name -> the notebook that trains it. A run named like its
+# notebook is that notebook with its own profile file; another name runs the same notebook with the run's own
+# profile file, profiles/<profile>/<run>.yaml (03_convnext: notebook 03 with ConvNeXt and its settings). 05 blends
+# them, 06 explains them, `make run-all` runs each (`make <run>`), `make kaggle-run-all` pushes each as a kernel
+# before 05, `make weights` fetches their backbones.
+MODEL_RUNS = {
+    "03_xception": "03_xception",
+    "03_convnext": "03_xception",
+    "04_efficientnetb7": "04_efficientnetb7",
+}
+
+
+def notebook_of(run: str) -> str:
+    """The notebook a run executes: its own name, or for a model run under another name, the notebook it runs."""
+    return MODEL_RUNS.get(run, run)
 
 
 def series_notebooks() -> list[str]:
     """The series' notebooks in run order: the NN_topic names of notebooks/NN_*.py."""
     return sorted(path.stem for path in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def series_runs() -> list[str]:
+    """Every run of the series in order (`make run-all`): each notebook's own run, followed by the model runs of
+    that notebook under other names."""
+    runs = []
+    for notebook in series_notebooks():
+        runs.append(notebook)
+        runs += [run for run, of in MODEL_RUNS.items() if of == notebook and run != notebook]
+    return runs
 
 
 def reports_dir() -> Path:
@@ -171,7 +193,7 @@ def find_run_dir(profile: str, name: str) -> Path:
     raise RunNotFoundError(
         f"no run {name} (profile {profile}): no {local / PROBS_FILE}, and no folder {name}/ holding {PROBS_FILE} "
         f"under {base} (searched {INPUT_SEARCH_DEPTH} levels deep); {fix}, or on Kaggle attach the output of the "
-        f"kernel that ran {name} (`make kaggle-run-all` attaches the 03 and 04 kernels through kernel_sources)."
+        f"kernel that ran {name} (`make kaggle-run-all` attaches every model run's kernel through kernel_sources)."
     )
 
 
@@ -182,9 +204,12 @@ def keras_home() -> Path:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["data-dir", "profile", "runs-dir", "submissions-dir"])
+    parser.add_argument("what", choices=["data-dir", "profile", "runs-dir", "submissions-dir", "series"])
     parser.add_argument("data_dir", nargs="?", default=None)
     args = parser.parse_args(argv)
+    if args.what == "series":
+        print(" ".join(series_runs()))
+        return
     data_dir = resolve_data_dir(args.data_dir)
     print(
         {

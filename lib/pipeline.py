@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 import lib
-from lib.augment import GEOMETRY, photometric_preset, sample_warp, warp
+from lib.augment import GEOMETRY, BatchMixer, photometric_preset, sample_warp, warp
 from lib.images import ImageReadError, read_rgb, resize_square, warn_unreadable
 from lib.runtime import default_workers
 
@@ -109,6 +109,8 @@ class ImageSequence(keras.utils.PyDataset):
     drawn, when no affine was drawn) -> the preset's photometric albumentations at S. With cache_dir, resized
     images are kept in a uint8 memmap so later epochs skip the decode; the whole preset still runs every epoch.
     Augmentation randomness is derived from (seed, epoch, batch), so it does not depend on worker scheduling.
+    `mix` (a lib.choices.Mix or its dict): CutMix/MixUp over each whole batch after the per-photo augmentation
+    (lib.augment.BatchMixer), drawn from the same (seed, epoch, batch); the labels of a mixed batch are soft.
 
     `replicas` > 1: batches are split across that many devices, so every batch length must be a multiple of it.
     A shuffled (training) sequence leaves out the epoch's last `len(paths) % replicas` rows, which differ from
@@ -131,6 +133,7 @@ class ImageSequence(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 16,
         replicas: int = 1,
+        mix=None,
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if workers > 1:
@@ -163,6 +166,9 @@ class ImageSequence(keras.utils.PyDataset):
         self.seed = int(seed)
         self.epoch = 0
         self.cache = ResizedImageCache(cache_dir, self.paths, self.image_size) if cache_dir else None
+        self.mixer = BatchMixer(mix) if mix else None
+        if self.mixer is not None and self.labels is None:
+            raise ValueError("mix needs labels: CutMix and MixUp mix the labels with the photos")
         self._local = threading.local()
         self._warned: set = set()
         self._order = self._make_order()
@@ -195,9 +201,13 @@ class ImageSequence(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         return self._order[index * self.batch_size : (index + 1) * self.batch_size]
 
+    def batch_key(self, index: int) -> int:
+        """The one number every random draw of batch `index` in this epoch comes from."""
+        return (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+
     def _random_for_batch(self, index: int):
         """(numpy Generator, per-thread photometric Compose or None), both seeded from (seed, epoch, batch)."""
-        key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+        key = self.batch_key(index)
         rng = np.random.default_rng(key)
         if self._photometric is None:
             return rng, None
@@ -260,6 +270,8 @@ class ImageSequence(keras.utils.PyDataset):
             return x
         y = np.zeros((len(rows), lib.NUM_CLASSES), dtype=np.float32)
         y[np.arange(len(rows)), self.labels[rows]] = 1.0
+        if self.mixer is not None:
+            x, y = self.mixer(x, y, self.batch_key(index))
         if not self._pads:
             return x, y
         missing = -len(rows) % self.replicas

@@ -19,10 +19,11 @@ from lib.callbacks import (
     EpochRandomness,
     StageBackup,
     TimeBudget,
+    ema_swaps,
     load_weights_without_optimizer,
     save_weights_atomic,
 )
-from lib.choices import Stage, parse_stages
+from lib.choices import Mix, Stage, check_class_weight_and_mix, mixes, parse_stages
 from lib.models import set_trainable
 from lib.runs import RunRecord, read_json, write_json
 from lib.schedules import make_optimizer, make_schedule
@@ -74,6 +75,9 @@ STAGE_COLUMNS = (
     "best_val_accuracy",
     "stopped_by_budget",
     "pseudo_label_rows",
+    "mix",
+    "ema",
+    "clipnorm",
     "jit_compile",
     "seconds",
 )
@@ -211,6 +215,22 @@ def plan_stages(
     return plans
 
 
+def describe_mix(mix: dict | None) -> str:
+    """A stage's mixing in a few words, e.g. "CutMix 1 / MixUp 0.2, p 0.5"; "none" when off."""
+    if mix is None or not Mix(**mix).active:
+        return "none"
+    mix = Mix(**mix)
+    kinds = [f"{name} {alpha:g}" for name, alpha in (("CutMix", mix.cutmix), ("MixUp", mix.mixup)) if alpha > 0]
+    return " / ".join(kinds) + (f", p {mix.p:g}" if mix.p < 1 else "")
+
+
+def describe_optimizer(stage: Stage) -> str:
+    """e.g. "adamw (weight decay 1e-4, clipnorm 1)"."""
+    extras = [f"weight decay {stage.weight_decay:g}"] if stage.weight_decay else []
+    extras += [f"clipnorm {stage.clipnorm:g}"] if stage.clipnorm else []
+    return stage.optimizer + (f" ({', '.join(extras)})" if extras else "")
+
+
 def plan_table(plan: list[StagePlan], trainable_weights: list[int], total_weights: int) -> pd.DataFrame:
     """The stage plan as a table, one row per stage: what trains (and how many weights), on what, and how."""
     rows = [
@@ -221,12 +241,13 @@ def plan_table(plan: list[StagePlan], trainable_weights: list[int], total_weight
             "image size": stage_plan.stage.image_size,
             "trainable": stage_plan.stage.trainable,
             "trainable weights": f"{count:,} of {total_weights:,}",
-            "optimizer": stage_plan.stage.optimizer
-            + (f" (weight decay {stage_plan.stage.weight_decay:g})" if stage_plan.stage.weight_decay else ""),
+            "optimizer": describe_optimizer(stage_plan.stage),
             "lr": stage_plan.lr,
             "schedule": stage_plan.stage.schedule,
             "batch": stage_plan.describe_batch(),
             "augment": stage_plan.augment,
+            "mix": describe_mix(stage_plan.stage.mix),
+            "EMA": f"{stage_plan.stage.ema:g}" if stage_plan.stage.ema else "none",
             "pseudo-labels": stage_plan.stage.pseudo_labels,
         }
         for stage_plan, count in zip(plan, trainable_weights, strict=True)
@@ -283,14 +304,18 @@ def stage_callbacks(
             )
         )
     backup_dir = run.path(f"backup_stage_{index + 1}")
+    # With EMA: validation and the checkpoint see the EMA weights, the backup the raw ones (lib.callbacks.ema_swaps).
+    to_ema, to_raw = ema_swaps() if stage.ema else (None, None)
     callbacks = [
         EpochRandomness(train_seq, settings.seed),
         EpochInfo(stage, index),
+        *([to_ema] if to_ema else []),
         checkpoint,
         *stateful,
         CallbackState(stateful, backup_dir / "callback_state.json", stage_plan.first_epoch),
         keras.callbacks.CSVLogger(str(run.path("history.csv")), append=True),
         budget,
+        *([to_raw] if to_raw else []),
         # Last, so an epoch is backed up only after its row, checkpoint and counters are written.
         StageBackup(str(backup_dir), budget),
     ]
@@ -303,6 +328,10 @@ def compile_and_fit(model: keras.Model, stage_plan: StagePlan, train_seq, val_se
     stage = stage_plan.stage
     accumulation = settings.gradient_accumulation_steps
     optimizer_options = {"gradient_accumulation_steps": accumulation} if accumulation and accumulation > 1 else {}
+    if stage.clipnorm:
+        optimizer_options["clipnorm"] = stage.clipnorm
+    if stage.ema:
+        optimizer_options.update(use_ema=True, ema_momentum=stage.ema)
     model.compile(
         optimizer=make_optimizer(
             stage.optimizer, stage_plan.schedule(), weight_decay=stage.weight_decay, **optimizer_options
@@ -350,6 +379,9 @@ def stage_record(stage_plan: StagePlan, trainable: int, history, best, budget: T
         "best_val_accuracy": best,
         "stopped_by_budget": budget.stopped,
         "pseudo_label_rows": extra_rows,
+        "mix": describe_mix(stage.mix),
+        "ema": stage.ema,
+        "clipnorm": stage.clipnorm,
         "jit_compile": bool(jit_compile),
         "seconds": round(seconds, 1),
     }
@@ -376,12 +408,16 @@ def train_stages(
     best.weights.h5 and last_stage.weights.h5 hold the weights alone; the optimizer's state is only in the
     backup of the stage in progress, which goes when it ends.
     `make_sequence(frame, image_size, batch_size, augment, shuffle)` builds the input pipeline; it gets the
-    global batch (the per-replica batch_size x settings.replicas). Build and compile happen in the default
-    distribution's scope (lib.distribute.apply_distribution), so every stage's recompile is in it too.
+    global batch (the per-replica batch_size x settings.replicas), and `mix=` (the stage's CutMix/MixUp) for a
+    stage that mixes. A stage with `ema` validates, checkpoints and ends on the optimizer's moving average of the
+    weights (use_ema), while its resume backup keeps the raw weights with the average (lib.callbacks.ema_swaps).
+    Build and compile happen in the default distribution's scope (lib.distribute.apply_distribution), so every
+    stage's recompile is in it too.
     """
     settings = settings or TrainSettings()
     pseudo_rows = 0 if pseudo_labelled is None else len(pseudo_labelled)
     plan = plan_stages(stages, len(train_df), settings, pseudo_rows)
+    check_class_weight_and_mix(settings.class_weight, [dataclasses.asdict(p.stage) for p in plan], "train_stages")
     for stage_plan in plan:
         if stage_plan.stage.pseudo_labels and not pseudo_rows:
             raise ValueError(
@@ -415,12 +451,17 @@ def train_stages(
         if stage.pseudo_labels:
             stage_train = pd.concat([train_df, pseudo_labelled[["Id", "Category", "path"]]], ignore_index=True)
             print(f"Pseudo-labelling: {len(pseudo_labelled):,} test rows added to the {len(train_df):,} train rows")
-        train_seq = make_sequence(stage_train, stage.image_size, stage_plan.global_batch, stage_plan.augment, True)
+        mix = {"mix": stage.mix} if mixes(stage) else {}
+        train_seq = make_sequence(
+            stage_train, stage.image_size, stage_plan.global_batch, stage_plan.augment, True, **mix
+        )
         val_seq = make_sequence(val_df, stage.image_size, stage_plan.global_batch, "none", False)
+        extras = ([f"mix {describe_mix(stage.mix)}"] if mix else []) + ([f"EMA {stage.ema:g}"] if stage.ema else [])
         print(
             f"Stage {index + 1}/{len(plan)} ({stage.name}): trainable={stage.trainable!r}, "
             f"{trainable:,} trainable parameters, {stage.image_size}px, {stage_plan.describe_batch()}, "
-            f"{stage.epochs} epoch(s), {stage.optimizer} lr={stage_plan.lr:g} {stage.schedule}"
+            f"{stage.epochs} epoch(s), {describe_optimizer(stage)} lr={stage_plan.lr:g} {stage.schedule}"
+            + "".join(f", {extra}" for extra in extras)
         )
         callbacks, checkpoint, budget = stage_callbacks(stage_plan, run, train_seq, settings, best)
         started = time.time()

@@ -1,12 +1,11 @@
 # %% [markdown]
 # # 06 Error analysis
 #
-# Where do the models of 03 and 04, and the blend of 05, go wrong, and how far can their probabilities be
-# trusted? This notebook reads the validation probabilities those runs saved (`probs_val.csv` in each run
-# folder) and trains nothing, so it reruns in seconds after any of them. For each model and the ensemble:
-# precision, recall and F1 per class, the class pairs most often confused, the photos of the most confident
-# mistakes, a reliability diagram with its expected calibration error (ECE), and what temperature scaling
-# does to the log-loss.
+# Where do the model runs (03 with Xception, 03 with ConvNeXt, 04), and the blend of 05, go wrong, and how far can
+# their probabilities be trusted? This notebook reads the validation probabilities those runs saved (`probs_val.csv`
+# in each run folder) and trains nothing, so it reruns in seconds after any of them. For each model and the ensemble:
+# precision, recall and F1 per class, the class pairs most often confused, the photos of the most confident mistakes,
+# a reliability diagram with its expected calibration error (ECE), and what temperature scaling does to the log-loss.
 #
 # **Expected result.** Tables and plots that name the classes ("3 Lada 2110"). On the full profile, expect the
 # mistakes to gather in a few pairs of look-alike Lada models and the models to be somewhat over-confident
@@ -161,7 +160,7 @@ else:
 
 # %% [markdown]
 # One row per ensemble mistake: the photo, then each model's heatmap for the class the ensemble chose. When
-# both models light up the same misleading region, more data or a higher resolution for that pair of classes
+# the models all light up the same misleading region, more data or a higher resolution for that pair of classes
 # is the remedy; when only one does, the blend weights decide, and 05's weights are worth a look.
 
 # %% [markdown]
@@ -201,7 +200,7 @@ run.update_metrics(
 # %% [markdown]
 # ## Summary
 #
-# We compared 03, 04 and the 05 ensemble on the validation rows class by class, listed the pairs they confuse
+# We compared the model runs and the 05 ensemble on the validation rows class by class, listed the pairs they confuse
 # and the mistakes they were surest of, and measured how well their confidence matches their accuracy, before
 # and after temperature scaling. The run folder `runs/<profile>/06_error_analysis/` now holds
 # `per_class.csv`, `confused_pairs.csv`, `misclassified.csv` and `calibration.csv` (one block of rows per

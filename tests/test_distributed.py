@@ -87,12 +87,13 @@ def start(params: dict, devices: int, output_root, **popen):
 
 
 def test_two_devices_train_resume_after_kill_predict_and_submit(tiny_demo, tmp_path):
-    """Two stages with a size change and a partial unfreeze on 2 devices; SIGKILL once stage 2 has backed up an
+    """Two stages with a size change and a partial unfreeze on 2 devices, the second with CutMix/MixUp and EMA (the
+    swaps between raw and EMA weights under MirroredStrategy or DataParallel); SIGKILL once stage 2 has backed up an
     epoch; the rerun resumes there, predicts with TTA and writes a valid submission; the run records it all."""
     stages = [
         {"name": "head", "trainable": "head", "epochs": 1, "image_size": 32, "lr": 3e-3},
         {"name": "top", "trainable": 30, "epochs": 3, "image_size": 40, "lr": 1e-3, "optimizer": "adamw",
-         "schedule": "onecycle", "weight_decay": 1e-4},
+         "schedule": "onecycle", "weight_decay": 1e-4, "ema": 0.9, "mix": {"cutmix": 1.0, "mixup": 0.2}},
     ]  # fmt: skip
     run = tmp_path / "run"
     params = run_params(tiny_demo, run, stages=stages, augment="light", dropout=0.2, head_batchnorm=True)
@@ -113,6 +114,7 @@ def test_two_devices_train_resume_after_kill_predict_and_submit(tiny_demo, tmp_p
     assert "global batch 8 = 4 per replica" in output and "batch 4 per replica x 2 = 8" in output
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3] and history["image_size"].tolist() == [32, 40, 40, 40]
+    assert history["val_on_ema"].tolist() == [0, 1, 1, 1]
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["global_batch_size"]) == (STRATEGY, 2, 8)
     assert json.loads((run / "params.json").read_text())["distribution"]["replicas"] == 2

@@ -1,4 +1,4 @@
-"""End to end through make and papermill: the five real notebooks on a tiny demo, failures, bad DATA_DIR."""
+"""End to end through make and papermill: the six real notebooks (seven runs) on a tiny demo, failures, bad DATA_DIR."""
 
 import json
 import os
@@ -17,6 +17,8 @@ from lib.submission import read_sample_ids, validate_submission
 from tests.kaggle_fixtures import kaggle_env, run_module
 
 NOTEBOOKS = paths.series_notebooks()
+RUNS = paths.series_runs()  # the notebooks' own runs and 03_convnext (notebook 03 with its own profile file)
+MODEL_RUNS = list(paths.MODEL_RUNS)
 
 
 def make(*args, output_root, timeout=1500):
@@ -47,7 +49,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_run_all_executes_every_notebook(tiny_run):
     _, output_root, done = tiny_run
-    for name in NOTEBOOKS:
+    for name in RUNS:
         executed = output_root / "runs" / "tiny" / name / f"{name}.ipynb"
         notebook = nbformat.read(executed, as_version=4)
         errors = [
@@ -60,11 +62,12 @@ def test_run_all_executes_every_notebook(tiny_run):
         assert not errors, f"{name} has an error output"
         injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert injected and 'profile = "tiny"' in injected[0].source
+        assert ('run_name = "03_convnext"' in injected[0].source) == (name == "03_convnext")  # its own run name
     assert "Done. Submissions:" in done.stdout
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["03_xception", "04_efficientnetb7"])
+@pytest.mark.parametrize("name", MODEL_RUNS)
 def test_model_notebooks_show_the_head_and_the_stage_plan_before_training(tiny_run, name):
     """A student sees what is trained, in what order, before any training cell: the head layer by layer, then one
     row per stage with its trainable weights."""
@@ -91,12 +94,12 @@ def test_run_all_ends_with_a_report_that_opens_in_a_browser(tiny_run):
     assert done.stdout.rstrip().endswith(str(index))
     seen = check_report(index, index.with_name("index.png"))  # the screenshot stays beside the report
     table = {row[0]: row for row in seen["table"]}
-    assert sorted(table) == NOTEBOOKS
-    for name in ("03_xception", "04_efficientnetb7"):
+    assert list(table) == RUNS  # in the series' order
+    for name in MODEL_RUNS:
         metrics = json.loads((output_root / "runs" / "tiny" / name / "metrics.json").read_text())
         assert table[name][2:4] == [f"{metrics['val_accuracy_no_tta']:.4f}", f"{metrics['val_accuracy']:.4f}"]
         assert table[name][6] == ("yes" if metrics["stopped_by_budget"] else "no")
-    assert len(seen["pages"]) == len(NOTEBOOKS) and seen["images"] > 0
+    assert len(seen["pages"]) == len(RUNS) and seen["images"] > 0
 
 
 @pytest.mark.slow
@@ -116,7 +119,9 @@ def test_run_all_analyses_errors_and_duplicates_and_keeps_every_figure_as_a_file
         assert len(pd.read_csv(runs / "06_error_analysis" / table)) > 0, table
     expected = {
         "01_eda": {"class_balance", "image_sizes", "sample_grid", "duplicate_pairs"},
+        "02_augmentation_preview": {"albumentations_medium", "mix_cutmix", "mix_mixup"},
         "03_xception": {"lr_schedule", "history", "confusion"},
+        "03_convnext": {"lr_schedule", "history", "confusion"},
         "04_efficientnetb7": {"lr_schedule", "history", "confusion"},
         "05_ensemble": {"confusion"},
         "06_error_analysis": {
@@ -124,6 +129,7 @@ def test_run_all_analyses_errors_and_duplicates_and_keeps_every_figure_as_a_file
             "misclassified_gallery",
             "reliability_diagram",
             "gradcam_03_xception",
+            "gradcam_03_convnext",
             "gradcam_04_efficientnetb7",
             "gradcam_ensemble",
         },
@@ -137,9 +143,9 @@ def test_run_all_analyses_errors_and_duplicates_and_keeps_every_figure_as_a_file
 def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
     data_dir, output_root, _ = tiny_run
     sample_ids = read_sample_ids(data_dir / "sample-submission.csv")
-    for name in ("xception", "efficientnetb7", "submission"):
+    for name in ("xception", "convnext", "efficientnetb7", "submission"):
         validate_submission(output_root / "submissions" / f"{name}.csv", sample_ids)
-    for name in ("03_xception", "04_efficientnetb7"):
+    for name in MODEL_RUNS:
         run = output_root / "runs" / "tiny" / name
         assert {
             "params.json",
@@ -154,13 +160,21 @@ def test_run_all_writes_valid_submissions_and_run_records(tiny_run):
         metrics = json.loads((run / "metrics.json").read_text())
         assert 0 <= metrics["val_accuracy"] <= 1 and "val_accuracy_no_tta" in metrics
         assert json.loads((run / "params.json").read_text())["precision_policy"] == "float32"
-    val = [
-        pd.read_csv(output_root / "runs" / "tiny" / n / "probs_val.csv")["Id"]
-        for n in ("03_xception", "04_efficientnetb7")
-    ]
-    assert val[0].equals(val[1])  # the shared split
+    val = [pd.read_csv(output_root / "runs" / "tiny" / n / "probs_val.csv")["Id"] for n in MODEL_RUNS]
+    assert all(ids.equals(val[0]) for ids in val)  # the shared split
     ensemble = json.loads((output_root / "runs" / "tiny" / "05_ensemble" / "metrics.json").read_text())
-    assert abs(sum(ensemble["weights"].values()) - 1) < 1e-6
+    assert abs(sum(ensemble["weights"].values()) - 1) < 1e-6 and sorted(ensemble["weights"]) == sorted(MODEL_RUNS)
+    assert "pseudo_labels" in ensemble and "pseudo_label_min_confidence" in ensemble
+    # The run of notebook 03 under its own name: its own folder, parameters and submission; the recipe's pieces.
+    convnext = output_root / "runs" / "tiny" / "03_convnext"
+    params = json.loads((convnext / "params.json").read_text())
+    assert (params["run_name"], params["submission_name"]) == ("03_convnext", "convnext")
+    sizes = [row["image_size"] for row in json.loads((convnext / "metrics.json").read_text())["size_search"]]
+    # From the size the best weights were trained at (stage 1's 64 px or stage 2's 72 px), then 96 px.
+    assert sizes in ([64, 96], [72, 96]) and json.loads((convnext / "metrics.json").read_text())["image_size"] in sizes
+    history = pd.read_csv(convnext / "history.csv")
+    assert history["val_on_ema"].tolist() == [1, 1]
+    assert json.loads((convnext / "stage_1.json").read_text())["mix"].startswith("CutMix 1 / MixUp 0.2")
 
 
 @pytest.mark.slow
@@ -171,10 +185,10 @@ def test_run_all_prints_a_short_transcript_and_logs_the_rest(tiny_run):
 
     _, output_root, done = tiny_run
     transcript = (done.stdout + done.stderr).splitlines()
-    assert len(transcript) <= 60, "\n".join(transcript)
+    assert len(transcript) <= 75, "\n".join(transcript)
     noisy = [line for line in transcript if NOISE.search(line) or "Executing Cell" in line or "Ending Cell" in line]
     assert noisy == [] and "\r" not in done.stdout
-    for name in NOTEBOOKS:
+    for name in RUNS:
         assert sum(line.startswith(f"{name}: done in ") for line in transcript) == 1, name
         assert "Executing Cell" in (output_root / "runs" / "tiny" / name / f"{name}.log").read_text()
     xception = next(line for line in transcript if line.startswith("03_xception: done in "))
@@ -203,7 +217,7 @@ def test_score_reads_the_hidden_labels(tiny_run):
 def test_second_run_all_skips_finished_notebooks(tiny_run):
     data_dir, output_root, _ = tiny_run
     done = make("run-all", f"DATA_DIR={data_dir}", "PROFILE=tiny", output_root=output_root)
-    assert done.returncode == 0 and done.stdout.count("up to date, skipped") == len(NOTEBOOKS)
+    assert done.returncode == 0 and done.stdout.count("up to date, skipped") == len(RUNS)
 
 
 @pytest.mark.slow
@@ -218,7 +232,7 @@ def test_failing_notebook_stops_make_and_keeps_the_traceback(tiny_run, tmp_path)
     assert "RunNotFoundError" in executed.read_text() and "make 03_xception" in executed.read_text()
 
 
-# Where Kaggle mounts the 03/04 kernels' outputs and the competition: its docs, and kernels seen in 2026.
+# Where Kaggle mounts the model kernels' outputs and the competition: its docs, and kernels seen in 2026.
 KAGGLE_MOUNTS = {
     "docs": ("input/{slug}", "input/sf-dl-car-classification"),
     "2026": ("input/notebooks/tester/{slug}", "input/competitions/sf-dl-car-classification"),
@@ -228,7 +242,7 @@ KAGGLE_MOUNTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", KAGGLE_MOUNTS)
 def test_bundled_ensemble_on_kaggle_blends_the_attached_model_runs(tiny_run, tmp_path, layout):
-    """05 bundled as a kernel on a fake /kaggle: the real 03/04 runs of `make run-all` attached as kernel outputs
+    """05 bundled as a kernel on a fake /kaggle: the real model runs of `make run-all` attached as kernel outputs
     give the same submission as the local 05."""
     data_dir, output_root, _ = tiny_run
     env = kaggle_env(tmp_path)
@@ -240,7 +254,7 @@ def test_bundled_ensemble_on_kaggle_blends_the_attached_model_runs(tiny_run, tmp
     kernel_mount, competition_mount = KAGGLE_MOUNTS[layout]
     shutil.copytree(data_dir, root / competition_mount)
     attached = {}
-    for name in ("03_xception", "04_efficientnetb7"):
+    for name in MODEL_RUNS:
         slug = "sf-dl-cars-" + name.replace("_", "-")
         attached[name] = root / kernel_mount.format(slug=slug) / "runs" / "tiny" / name
         shutil.copytree(output_root / "runs" / "tiny" / name, attached[name])

@@ -91,6 +91,46 @@ def test_pseudo_labels_respect_the_threshold():
     probs[0, 4], probs[1, 2], probs[2, 7] = 0.91, 0.95, 0.5
     chosen = pseudo_labels(test, probs, 0.95)
     assert chosen["Id"].tolist() == ["b"] and chosen["Category"].tolist() == [2]
+    assert chosen["confidence"].tolist() == [0.95]
+
+
+def test_a_model_that_is_right_and_sure_under_label_smoothing_keeps_pseudo_labels(tmp_path):
+    """Trained with label smoothing 0.1 until right on (nearly) every row, a model's top probability settles near
+    1 - 0.1 + 0.1/10 = 0.91 (median 0.89 here): an absolute 0.98 threshold keeps about 1% of the rows, while 05's
+    threshold, a share of that ceiling read from the runs' params.json, keeps most of them, labelled right."""
+    import keras
+    import pandas as pd
+
+    from lib import NUM_CLASSES
+    from lib.ensemble import Blend, class_balance, pseudo_label_rows, pseudo_labels, reachable_confidence, smoothed_top
+    from lib.runs import write_json
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(NUM_CLASSES, 8)) * 4
+    labels = np.tile(np.arange(NUM_CLASSES), 30)
+    features = (centres[labels] + rng.normal(size=(len(labels), 8))).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    repeats = 200  # 200 steps in one epoch: converged, and quick
+    model.fit(np.tile(features, (repeats, 1)), np.tile(np.eye(NUM_CLASSES)[labels], (repeats, 1)), batch_size=300,
+              verbose=0)  # fmt: skip
+    probs = model.predict(features, verbose=0)
+    assert accuracy(probs, labels) >= 0.99 and np.median(probs.max(axis=1)) < smoothed_top(0.1)
+    rows = pd.DataFrame({"Id": [f"{i}.jpg" for i in range(len(labels))], "path": "p"})
+    assert len(pseudo_labels(rows, probs, 0.98)) <= 0.02 * len(rows)  # the old absolute threshold: all but off
+    for run in ("a", "b"):
+        write_json(tmp_path / run / "params.json", {"label_smoothing": 0.1})
+    weights = pd.Series([0.7, 0.3], index=["a", "b"])
+    assert reachable_confidence({"a": 0.1, "b": 0.1}, weights) == pytest.approx(0.91)
+    fitted = Blend(weights, None, None, None, rows["Id"], probs, {})
+    kept, least = pseudo_label_rows(rows, fitted, {"a": tmp_path / "a", "b": tmp_path / "b"}, 0.95)
+    assert least == pytest.approx(0.95 * 0.91) and len(kept) > 0.5 * len(rows)
+    truth = labels[kept["Id"].str.removesuffix(".jpg").astype(int).to_numpy()]
+    assert (kept["Category"].to_numpy() == truth).mean() >= 0.99
+    balance = class_balance(kept)
+    assert balance["rows"].sum() == len(kept) and len(balance) == NUM_CLASSES
+    assert balance.index[0] == class_display_name(0) and balance["share"].sum() == pytest.approx(1)
 
 
 def test_combine_runs_scales_each_model_by_its_own_temperature(tmp_path):

@@ -210,3 +210,38 @@ def test_the_plan_table_shows_each_stage_before_training(tiny_demo, tmp_path, mo
     assert head < all_trainable < total  # frozen BatchNorm statistics stay out even when all layers train
     assert table.loc[2, "optimizer"] == "adamw (weight decay 1e-05)" and table.loc[2, "schedule"] == "cosine"
     assert (table.loc[1, "batch"], table.loc[2, "batch"]) == ("batch 8", "batch 4")
+
+
+def test_auto_prediction_size_tries_larger_sizes_and_keeps_the_most_accurate(tmp_path, monkeypatch):
+    """predict_image_size="auto": the trained size, then 1.125x and 1.25x rounded to a multiple of 32 (each once,
+    only when larger), one validation pass each without TTA; the most accurate kept, a tie going to the lower
+    log-loss, then the smaller size."""
+    import lib.predict
+    from lib.runs import RunRecord
+
+    assert [experiment.candidate_sizes(s) for s in (96, 384, 299, 64, 32)] == [
+        [96, 128], [384, 448, 480], [299, 352, 384], [64, 96], [32]
+    ]  # fmt: skip
+    val = pd.DataFrame({"Id": list("abcd"), "path": ["x.jpg"] * 4, "Category": [0, 1, 2, 3]})
+    params = {"seed": 0, "batch_size": 2, "workers": 1}
+    ctx = experiment.Context(params, RunRecord(tmp_path), tmp_path, None, None, val, "float32", ONE_CPU, None)
+    right = {96: 2, 128: 4, 160: 4}  # rows predicted right at each size
+    sureness = {96: 0.5, 128: 0.6, 160: 0.9}
+    passes = []
+
+    def predict(model, sequence, tta=("identity",), passes_=None, progress=True):
+        size = sequence.image_size
+        passes.append((size, list(tta)))
+        probs = np.full((4, 10), (1 - sureness[size]) / 9)
+        predicted = [c if row < right[size] else (c + 1) % 10 for row, c in enumerate(val["Category"])]
+        probs[np.arange(4), predicted] = sureness[size]
+        return probs
+
+    monkeypatch.setattr(lib.predict, "predict_probs", predict)
+    size, probs, table = experiment.search_size(ctx, None, [96, 128, 160])
+    assert size == 160 and probs.max() == pytest.approx(0.9)  # 128 and 160 tie on accuracy; 160 is surer
+    assert passes == [(96, ["identity"]), (128, ["identity"]), (160, ["identity"])]
+    assert table["kept"].tolist() == [False, False, True]
+    assert table["validation accuracy"].tolist() == [0.5, 1.0, 1.0]
+    sureness[160] = 0.6
+    assert experiment.search_size(ctx, None, [96, 128, 160])[0] == 128  # a full tie: the smaller size

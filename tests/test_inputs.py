@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from lib.paths import PROJECT_ROOT, series_notebooks
+from lib.paths import PROJECT_ROOT, series_notebooks, series_runs
 from tools.runner.inputs import lib_modules, upstream_runs
 
 NOTEBOOKS = series_notebooks()
+RUNS = series_runs()  # 03_convnext runs notebook 03 with its own profile file
 
 
 def modules_of(name: str) -> set[str]:
@@ -56,7 +57,7 @@ def test_every_lib_module_a_notebook_imports_when_it_runs_is_an_input(name):
 
 
 def test_the_runs_a_notebook_reads():
-    assert upstream_runs("05_ensemble", {"models": []}) == ["03_xception", "04_efficientnetb7"]
+    assert upstream_runs("05_ensemble", {"models": []}) == ["03_xception", "03_convnext", "04_efficientnetb7"]
     assert upstream_runs("06_error_analysis", {"models": ["a"], "ensemble": "05_ensemble"}) == ["a", "05_ensemble"]
     assert upstream_runs("03_xception", {"backbone": "xception"}) == []
 
@@ -75,12 +76,12 @@ def series_up_to_date(project_copy, tiny_demo, tmp_path):
     env = {**os.environ, "CARS_OUTPUT_ROOT": str(tmp_path / "out")}
     env.pop("MAKEFLAGS", None)
     runs = tmp_path / "out" / "runs" / "tiny"
-    for name in ("03_xception", "04_efficientnetb7", "05_ensemble"):
+    for name in ("03_xception", "03_convnext", "04_efficientnetb7", "05_ensemble"):
         (runs / name).mkdir(parents=True)
         for split in ("val", "test"):
             (runs / name / f"probs_{split}.csv").write_text("Id,Category\n1.jpg,0\n")
     python = str(project_copy / ".venv" / "bin" / "python")
-    for name in NOTEBOOKS:
+    for name in RUNS:
         marked = in_copy(project_copy, python, "-m", "tools.runner", "mark", name, "--profile", "tiny",
                          "--data-dir", str(tiny_demo), env=env)  # fmt: skip
         assert marked.returncode == 0, marked.stderr
@@ -105,7 +106,7 @@ def test_a_toolbox_edit_leaves_every_notebook_up_to_date(series_up_to_date):
     for tool in ("tools/report.py", "tools/kaggle/series.py", "tools/runner/execute.py"):
         edit(root / tool)
     seen = dry_run()
-    assert list(seen) == NOTEBOOKS
+    assert list(seen) == RUNS
     assert all("up to date, skipped" in line for line in seen.values()), seen
 
 
@@ -123,11 +124,12 @@ def test_a_training_edit_reruns_03_and_04_then_05_and_06_through_their_outputs(s
     seen = dry_run()
     assert [name for name, line in seen.items() if "would run (lib/train.py changed)" in line] == [
         "03_xception",
+        "03_convnext",
         "04_efficientnetb7",
     ]
     assert "up to date, skipped" in seen["01_eda"] and "up to date, skipped" in seen["02_augmentation_preview"]
     for name in ("05_ensemble", "06_error_analysis"):
-        assert "runs after 03_xception, 04_efficientnetb7 if their outputs change" in seen[name]
+        assert "runs after 03_xception, 03_convnext, 04_efficientnetb7 if their outputs change" in seen[name]
     (runs / "03_xception" / "probs_val.csv").write_text("Id,Category\n1.jpg,3\n")  # 03 ran and changed its answers
     seen = dry_run()
     for name in ("05_ensemble", "06_error_analysis"):

@@ -1,5 +1,6 @@
-"""`make kaggle-run-all` through the real kaggle client and the fake Kaggle server: push 03+04, wait, push 05 on their
-outputs, fetch, submit, the score; resuming, failed kernels, and the one-line failures of the Kaggle boundary."""
+"""`make kaggle-run-all` through the real kaggle client and the fake Kaggle server: push the model runs (03_xception,
+03_convnext, 04), wait, push 05 on their outputs, fetch, submit, the score; resuming, failed kernels, and the
+one-line failures of the Kaggle boundary."""
 
 import json
 import shutil
@@ -19,10 +20,13 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 IDS = {
     "03": "tester/sf-dl-cars-03-xception",
+    "03c": "tester/sf-dl-cars-03-convnext",
     "04": "tester/sf-dl-cars-04-efficientnetb7",
     "05": "tester/sf-dl-cars-05-ensemble",
 }
 WEIGHTS = "tester/sf-dl-cars-keras-weights"
+MODELS = ["03-xception", "03-convnext", "04-efficientnetb7"]  # lib.paths.MODEL_RUNS' kernels, pushed in this order
+SERIES = [*MODELS, "05-ensemble"]
 SAMPLE_IDS = ["11.jpg", "12.jpg", "13.jpg"]
 KERNEL_LOG = [  # what `kaggle kernels output` writes as <slug>.log: one JSON array, entries across lines
     {"stream_name": "stdout", "time": 1.5, "data": "lib: 31 modules written to /kaggle/working/lib\n"},
@@ -60,13 +64,14 @@ def ensemble_output(folder: Path, categories=(3, 4, 5)) -> Path:
 
 
 def fake_series(tmp_path, server, root=PROJECT_ROOT):
-    """The fake Kaggle with the weights dataset, where 03 and 04 go queued -> running -> complete and 05 running ->
-    complete; the series run from the checkout `root`."""
+    """The fake Kaggle with the weights dataset, where the model kernels go queued (-> running) -> complete and 05
+    running -> complete; the series run from the checkout `root`."""
     data = tmp_path / "real-data"
     data.mkdir()
     (data / "sample-submission.csv").write_text("Id,Category\n" + "".join(f"{i},0\n" for i in SAMPLE_IDS))
     server.add_dataset(WEIGHTS)
     server.add_kernel(IDS["03"], runs=[["QUEUED", "RUNNING", "COMPLETE"]])
+    server.add_kernel(IDS["03c"], runs=[["QUEUED", "COMPLETE"]])
     server.add_kernel(IDS["04"], runs=[["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]])
     server.add_kernel(IDS["05"], runs=[["RUNNING", "COMPLETE"]], output=ensemble_output(tmp_path / "out05"))
     server.solution = {"11.jpg": "3", "12.jpg": "4", "13.jpg": "0"}  # 05's submission gets 2 of 3 right
@@ -83,8 +88,8 @@ def series(tmp_path, fake_kaggle):
 
 
 def pushes(server) -> list[str]:
-    """The notebooks pushed, in order: 03 for tester/sf-dl-cars-03-xception."""
-    return [request.slug.split("-")[3] for request in server.called("SaveKernel")]
+    """The kernels pushed, in order: 03-xception for tester/sf-dl-cars-03-xception."""
+    return [request.slug.removeprefix("sf-dl-cars-") for request in server.called("SaveKernel")]
 
 
 def status_reads(server, until: int | None = None) -> list[str]:
@@ -104,15 +109,21 @@ def test_run_all_pushes_waits_chains_05_fetches_submits_and_the_score_comes_back
     env, make, args, build = series
     done = make(*args, "SUBMIT=1", "MSG=from kaggle")
     assert done.returncode == 0, done.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"]
+    assert pushes(fake_kaggle) == SERIES
     meta = json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == [IDS["03"], IDS["04"]] and meta["enable_gpu"] is False
+    assert meta["kernel_sources"] == [IDS["03"], IDS["03c"], IDS["04"]] and meta["enable_gpu"] is False
     assert meta["dataset_sources"] == []  # 05 trains nothing: no weights dataset
     meta_03 = json.loads((build / "03_xception" / "kernel-metadata.json").read_text())
     assert meta_03["machine_shape"] == "NvidiaTeslaT4" and meta_03["enable_internet"] is False
     assert meta_03["dataset_sources"] == [WEIGHTS]
-    saved_05 = fake_kaggle.called("SaveKernel")[2]  # what Kaggle received
-    assert saved_05.kernel_data_sources == [IDS["03"], IDS["04"]] and not saved_05.enable_gpu
+    saved_05 = fake_kaggle.called("SaveKernel")[3]  # what Kaggle received
+    assert saved_05.kernel_data_sources == [IDS["03"], IDS["03c"], IDS["04"]] and not saved_05.enable_gpu
+    convnext = json.loads((build / "03_convnext" / "03_convnext.ipynb").read_text())["cells"]
+    at = next(i for i, cell in enumerate(convnext) if "parameters" in cell["metadata"].get("tags", []))
+    injected = "".join(convnext[at + 1]["source"])  # notebook 03 with the run's full-profile values, as papermill does
+    assert convnext[at + 1]["metadata"]["tags"] == ["injected-parameters"] and injected.startswith("# Parameters\n")
+    assert "run_name = '03_convnext'" in injected and "backbone = 'convnext_base'" in injected
+    assert json.loads((build / "03_convnext" / "kernel-metadata.json").read_text())["id"] == IDS["03c"]
 
     first_05_push = next(
         n for n, (name, request) in enumerate(fake_kaggle.calls) if name == "SaveKernel" and "05" in request.slug
@@ -148,8 +159,8 @@ def test_rerun_resumes_without_pushing_again(series, fake_kaggle):
     assert make(*args).returncode == 0
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"]  # nothing new
-    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
+    assert pushes(fake_kaggle) == SERIES  # nothing new
+    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 4
     record = json.loads((downloaded(env).parent / "sf-dl-cars-03-xception" / "push.json").read_text())
     assert record["version"] == 1 and len(record["digest"]) == 64
 
@@ -162,17 +173,17 @@ def test_rerun_without_a_push_record_reads_the_bundle_from_kaggle(series, fake_k
         record.unlink()
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"]
+    assert pushes(fake_kaggle) == SERIES
     pulled = [f"{r.user_name}/{r.kernel_slug}" for r in fake_kaggle.called("GetKernel")]
-    assert pulled == [IDS["03"], IDS["04"], IDS["05"]]
+    assert pulled == [IDS["03"], IDS["03c"], IDS["04"], IDS["05"]]
 
 
 def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pushes_the_models(
     tmp_path, project_copy, fake_kaggle
 ):
     """A bundle carries the lib modules its notebook imports: a toolbox edit (the report, the Kaggle tooling itself)
-    changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes both,
-    and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
+    changes no digest, so nothing is pushed again; an edit to lib/train.py, which 03 and 04 import, pushes the three
+    model runs, and 05 after them (its digest names theirs), although 05 does not import lib/train.py itself."""
     env, make, args, build = fake_series(tmp_path, fake_kaggle, root=project_copy)
     assert make(*args).returncode == 0
     for tool in ("tools/report.py", "tools/kaggle/series.py", "tools/runner/inputs.py"):
@@ -180,24 +191,24 @@ def test_an_edit_outside_a_kernels_imports_pushes_nothing_and_a_training_edit_pu
             file.write("\n# an edit\n")
     again = make(*args)
     assert again.returncode == 0, again.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"]  # nothing new
-    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 3
+    assert pushes(fake_kaggle) == SERIES  # nothing new
+    assert again.stdout.count("already COMPLETE for this bundle; not pushed again") == 4
     with open(project_copy / "lib" / "train.py", "a") as file:
         file.write("\n# an edit\n")
     trained = make(*args)
     assert trained.returncode == 0, trained.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"] * 2
+    assert pushes(fake_kaggle) == SERIES * 2
 
 
 def test_a_changed_bundle_is_pushed_again_and_so_is_05(series, fake_kaggle):
-    """ACCELERATOR= is part of the digest (as are the notebook, lib and the sources): 03 and 04 change, and 05,
-    whose digest names their bundles, is pushed again too."""
+    """ACCELERATOR= is part of the digest (as are the notebook, lib and the sources): the model kernels change, and
+    05, whose digest names their bundles, is pushed again too."""
     env, make, args, build = series
     assert make(*args).returncode == 0
     changed = make(*args, "ACCELERATOR=tpu")
     assert changed.returncode == 0, changed.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"] * 2
-    assert [r.enable_tpu for r in fake_kaggle.called("SaveKernel")[3:]] == [True, True, False]
+    assert pushes(fake_kaggle) == SERIES * 2
+    assert [r.enable_tpu for r in fake_kaggle.called("SaveKernel")[4:]] == [True, True, True, False]
     assert json.loads((build / "05_ensemble" / "kernel-metadata.json").read_text())["enable_tpu"] is False
 
 
@@ -227,14 +238,14 @@ def test_a_failed_kernel_prints_its_log_tail_and_stops_before_05(series, fake_ka
     assert f"{IDS['04']}/1 ended in ERROR (https://www.kaggle.com/code/{IDS['04']}): Your notebook tried" in err
     assert "ValueError: stage 2 ran out of GPU memory at batch 32" in err and "----> 3 fit(model)" in err
     assert "\x1b[" not in err and "tools/kaggle" not in err  # colours stripped; no traceback of ours
-    assert pushes(fake_kaggle) == ["03", "04"]  # 05 never pushed
+    assert pushes(fake_kaggle) == MODELS  # 05 never pushed
     saved = downloaded(env).parent / "sf-dl-cars-04-efficientnetb7" / "log" / "sf-dl-cars-04-efficientnetb7.log"
     assert saved.is_file()
 
     rerun = make(*args)  # still ERROR on Kaggle: 04 is pushed again, 03 (complete) is not
     assert rerun.returncode == 0, rerun.stderr
     assert "its last run of this bundle ended in ERROR; pushing it again" in rerun.stdout
-    assert pushes(fake_kaggle) == ["03", "04", "04", "05"]
+    assert pushes(fake_kaggle) == [*MODELS, "04-efficientnetb7", "05-ensemble"]
 
 
 def test_timeout_stops_waiting_in_one_line(series, fake_kaggle):
@@ -264,7 +275,7 @@ def test_ctrl_c_stops_polling_and_a_rerun_resumes_waiting(series, fake_kaggle):
     fake_kaggle.kernels[IDS["03"]].runs = [["COMPLETE"]]
     resumed = make(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert pushes(fake_kaggle) == ["03", "04", "05"]  # 03 and 04 once each
+    assert pushes(fake_kaggle) == SERIES  # each model kernel once
 
 
 def test_weights_1_fetches_everything(series):

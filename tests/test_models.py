@@ -148,3 +148,83 @@ def test_the_head_table_lists_the_backbone_as_one_row_and_each_head_layer():
     assert table.loc["head_dense", "type"] == "Dense(16, relu)" and table.loc["head_dropout", "type"] == "Dropout(0.25)"
     assert table.loc["logits", "weights"] == 16 * 10 + 10 and table.loc["probs", "output shape"] == "(None, 10)"
     assert table["weights"].sum() == model.count_params()
+
+
+NEW_BACKBONES = [
+    *(f"efficientnetv2{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+    *(f"convnext_{size}" for size in ("tiny", "small", "base", "large")),
+]
+
+
+@pytest.mark.slow  # about 30 s for the eleven on the 2-core CPU; Large ones hold 118 and 196 million weights
+@pytest.mark.parametrize("name", NEW_BACKBONES)
+def test_each_new_backbone_builds_without_weights_and_matches_its_table_entry(name):
+    """Built from scratch and run at 32 px (ConvNeXt's stride is 32); the table says right whether it has
+    BatchNorm (ConvNeXt: LayerNorm) and stochastic depth (EfficientNetV2's drop-connect), and names its weight file
+    as keras.applications does (<model name>_notop.h5)."""
+    from lib.backbones import backbone_spec
+    from lib.models import drop_path_layers
+
+    net = build_model(name, weights=None, dense_units=0)
+    probs = keras.ops.convert_to_numpy(net(np.zeros((2, 32, 32, 3), np.uint8)))
+    assert probs.shape == (2, NUM_CLASSES) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    base, spec = backbone_of(net), backbone_spec(name)
+    has_batchnorm = any(isinstance(layer, keras.layers.BatchNormalization) for layer in base.layers)
+    assert has_batchnorm == spec.batchnorm and bool(drop_path_layers(base)) == bool(spec.drop_path)
+    assert spec.notop_file == f"{base.name}_notop.h5"
+    keras.backend.clear_session()
+
+
+def block_states(net, pattern):
+    """{block: the set of trainable flags of its layers}, BatchNorm left out (it stays frozen in a frozen backbone)."""
+    from lib.models import layer_blocks
+
+    base = backbone_of(net)
+    states: dict = {}
+    for layer, block in zip(base.layers, layer_blocks(base, pattern)):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            states.setdefault(block, set()).add(layer.trainable)
+    return states
+
+
+@pytest.mark.parametrize("name", ["efficientnetv2b0", "xception", "test_cnn"])
+def test_a_fraction_unfreezes_whole_blocks(name):
+    """trainable 0.5 or 0.3 moves to the nearest block boundary: every block trains whole or not at all, Xception's
+    unnamed residual layers with the block before them; an int still counts layers exactly."""
+    from lib.backbones import backbone_spec
+
+    net = build_model(name, weights=None, dense_units=0, backbone_bn="frozen")
+    pattern, base = backbone_spec(name).block_pattern, backbone_of(net)
+    for fraction in (0.3, 0.4, 0.5):
+        set_trainable(net, fraction)
+        states = block_states(net, pattern)
+        assert all(len(flags) == 1 for flags in states.values()), {b: f for b, f in states.items() if len(f) > 1}
+        assert {True, False} <= set().union(*states.values())  # some blocks train, some stay frozen
+    set_trainable(net, 5)
+    not_batchnorm = [layer.trainable for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
+    top = [layer for layer in base.layers[-5:] if not isinstance(layer, keras.layers.BatchNormalization)]
+    assert not_batchnorm.count(True) == len(top) and all(layer.trainable for layer in top)
+
+
+def test_frozen_batchnorm_stays_put_while_drop_connect_works():
+    """A pretrained-style backbone (BatchNorm frozen) now runs in training mode: a training step leaves every
+    BatchNorm statistic where it was, while EfficientNet's drop-connect makes two training-mode passes differ.
+    drop_path=0 turns it off; inference is deterministic either way."""
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    keras.utils.set_random_seed(1)
+    net = build_model("efficientnetv2b0", weights=None, dense_units=0, dropout=0.0, backbone_bn="frozen")
+    set_trainable(net, "all")
+    frozen = [layer for layer in backbone_of(net).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert frozen and not any(layer.trainable for layer in frozen)
+    before = moving_means(net)
+    net.compile(optimizer="adam", loss="categorical_crossentropy")
+    net.train_on_batch(x, np.eye(NUM_CLASSES)[:4])
+    assert all(np.array_equal(a, b) for a, b in zip(before, moving_means(net)))
+    first, second = (keras.ops.convert_to_numpy(net(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    inference = [keras.ops.convert_to_numpy(net(x, training=False)) for _ in range(2)]
+    assert np.array_equal(*inference)
+    plain = build_model("efficientnetv2b0", weights=None, dense_units=0, dropout=0.0, backbone_bn="frozen", drop_path=0)
+    assert np.array_equal(*(keras.ops.convert_to_numpy(plain(x, training=True)) for _ in range(2)))
+    with pytest.raises(ValueError, match="'xception' has no stochastic depth in keras.applications: set drop_path"):
+        build_model("xception", weights=None, drop_path=0.1)

@@ -194,7 +194,7 @@ def test_a_missing_run_on_kaggle_names_every_place_and_the_fix(kaggle):
         f", and no folder 03_xception/ holding probs_val.csv under {kaggle / 'input'} (searched 8 levels deep)"
     )
     assert "locally `make 03_xception` (or `make run-all`)" in message
-    assert "`make kaggle-run-all` attaches the 03 and 04 kernels through kernel_sources" in message
+    assert "`make kaggle-run-all` attaches every model run's kernel through kernel_sources" in message
     assert isinstance(caught.value, ValueError) and "\n" not in message
 
 
@@ -219,3 +219,26 @@ def test_the_series_is_the_six_numbered_notebooks_in_order():
         "05_ensemble",
         "06_error_analysis",
     ]
+
+
+def test_every_run_of_the_series_in_order_and_the_notebook_each_runs():
+    """A model run under another name runs its notebook right after that notebook's own run; make's run-all runs
+    the same list (`make series`)."""
+    import subprocess
+
+    runs = paths.series_runs()
+    assert runs == [
+        "01_eda",
+        "02_augmentation_preview",
+        "03_xception",
+        "03_convnext",
+        "04_efficientnetb7",
+        "05_ensemble",
+        "06_error_analysis",
+    ]
+    assert list(paths.MODEL_RUNS) == ["03_xception", "03_convnext", "04_efficientnetb7"]  # the blend's order
+    assert [run for run in runs if run in paths.MODEL_RUNS] == list(paths.MODEL_RUNS)
+    assert paths.notebook_of("03_convnext") == "03_xception" and paths.notebook_of("05_ensemble") == "05_ensemble"
+    done = subprocess.run(["make", "-s", "--no-print-directory", "series"], cwd=paths.PROJECT_ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.split() == runs

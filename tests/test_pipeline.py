@@ -193,3 +193,50 @@ def test_sequence_survives_pickling_for_worker_processes(image_files, tmp_path):
     clone = pickle.loads(pickle.dumps(seq))  # what use_multiprocessing=True does to reach the workers
     assert np.array_equal(clone[1], first)
     assert clone.cache.filled() == 4  # the clone maps the same cache files
+
+
+MIX = {"cutmix": 1.0, "mixup": 0.2, "p": 0.75}
+
+
+def test_mixing_is_keyed_to_seed_epoch_and_batch(image_files):
+    """CutMix/MixUp (keras.layers.CutMix and MixUp) draw from (seed, epoch, batch) alone: the same batch read in
+    another order, by another thread or after a pickle round trip gives the same bytes; another epoch other
+    mixes. Images stay uint8, labels become soft and still sum to 1; unmixed batches are untouched."""
+    import pickle
+    import threading
+
+    labels = np.arange(len(image_files)) % lib.NUM_CLASSES
+
+    def sequence(**kw):
+        return ImageSequence(image_files, labels, image_size=24, batch_size=4, augment="light", shuffle=True,
+                             seed=3, **kw)  # fmt: skip
+
+    mixed, plain = sequence(mix=MIX), sequence()
+    batches = [mixed[i] for i in range(len(mixed))]
+    again = sequence(mix=MIX)
+    from_thread = {}
+    worker = threading.Thread(target=lambda: from_thread.update({i: again[i] for i in reversed(range(len(again)))}))
+    worker.start()
+    worker.join()
+    copied = pickle.loads(pickle.dumps(sequence(mix=MIX)))
+    for index, (x, y) in enumerate(batches):
+        assert x.dtype == np.uint8 and y.dtype == np.float32 and np.allclose(y.sum(axis=1), 1, atol=1e-6)
+        for other in (from_thread[index], copied[index]):
+            assert x.tobytes() == other[0].tobytes() and y.tobytes() == other[1].tobytes()
+    soft = [index for index, (_, y) in enumerate(batches) if (y.max(axis=1) < 1).any()]
+    assert soft, "p 0.75 over 3 batches mixed none"
+    for index in set(range(len(batches))) - set(soft):  # a batch the draw left alone is the plain pipeline's
+        assert np.array_equal(batches[index][0], plain[index][0])
+    mixed.set_epoch(1)
+    assert any(not np.array_equal(mixed[i][1], batches[i][1]) for i in range(len(mixed)))
+
+
+def test_mixing_chooses_by_p_and_switch_and_needs_labels(image_files):
+    from lib.augment import BatchMixer
+
+    draws = [BatchMixer({"cutmix": 1.0, "mixup": 0.2, "p": 0.5}).choose(np.random.default_rng(k)) for k in range(400)]
+    assert 0.4 < draws.count(None) / 400 < 0.6 and 0.4 < draws.count("cutmix") / draws.count("mixup") < 2.5
+    assert {BatchMixer({"mixup": 0.2}).choose(np.random.default_rng(k)) for k in range(20)} == {"mixup"}
+    assert {BatchMixer({"cutmix": 1.0, "p": 0.0}).choose(np.random.default_rng(k)) for k in range(20)} == {None}
+    with pytest.raises(ValueError, match="mix needs labels"):
+        ImageSequence(image_files, image_size=16, batch_size=4, mix=MIX)

@@ -1,11 +1,13 @@
 """Safe resume: which parameter changes start a run afresh, and the state a resumed stage must get back."""
 
+import contextlib
 import json
 import warnings
 
 import h5py
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib.callbacks import CallbackState, load_weights_without_optimizer, reseed_model, save_weights_atomic
@@ -172,3 +174,74 @@ def test_checkpoints_hold_the_weights_without_the_optimizer(tmp_path):
         assert not [w for w in caught if "optimizer" in str(w.message).lower()]
         assert all(np.array_equal(a, b) for a, b in zip(values(other.weights), values(model.weights)))
         assert all(np.array_equal(a, b) for a, b in zip(values(other.optimizer.variables), optimizer_state))
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL right after an epoch's backup was written."""
+
+
+def train_ema_run(tiny_demo, run_dir, monkeypatch, kill_after_epoch=None):
+    """test_cnn through two stages, the second with CutMix/MixUp and EMA (a low momentum, so the average differs
+    from the raw weights within a few steps); optionally "killed" once `kill_after_epoch` is backed up. Returns the
+    model and, when killed, its raw weights and EMA slots at that moment."""
+    from lib import data, train
+    from lib.models import build_model
+    from lib.pipeline import ImageSequence
+
+    state = {}
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == kill_after_epoch:
+                state["raw"] = values(self.model.trainable_variables)
+                state["ema"] = values(self.model.optimizer._model_variables_moving_average)
+                raise Killed
+
+    plain = train.stage_callbacks
+
+    def with_kill(*args):  # the kill comes after every callback of the epoch, the backup included
+        callbacks, *rest = plain(*args)
+        return [*callbacks, Kill()], *rest
+
+    monkeypatch.setattr(train, "stage_callbacks", with_kill)
+    keras.utils.set_random_seed(0)
+    model = build_model("test_cnn", weights=None, dense_units=8, dropout=0.3)
+    stages = [
+        {"name": "head", "trainable": "head", "epochs": 1, "image_size": 32},
+        {"name": "mixed", "trainable": "all", "epochs": 3, "image_size": 32, "lr": 3e-3, "ema": 0.5,
+         "mix": {"cutmix": 1.0, "mixup": 0.4, "p": 1.0}},
+    ]  # fmt: skip
+    frame, val = data.holdout_split(data.load_train(tiny_demo), 0.25, 0)
+    sequence = lambda f, size, batch, augment, shuffle, **mix: ImageSequence(
+        f["path"].tolist(), f["Category"].to_numpy(), image_size=size, batch_size=batch, augment=augment,
+        shuffle=shuffle, seed=0, workers=1, **mix)  # fmt: skip
+    settings = TrainSettings(batch_size=8, augment="light", seed=0, jit_compile=False, verbose=0, label_smoothing=0.1)
+    with contextlib.suppress(Killed):
+        train.train_stages(model, stages, frame, val, RunRecord(run_dir), make_sequence=sequence, settings=settings)
+    return model, state
+
+
+def test_an_ema_stage_backs_up_raw_weights_and_the_average_and_resumes_to_the_same_weights(tiny_demo, tmp_path,
+                                                                                        monkeypatch):  # fmt: skip
+    """Validation and the best checkpoint see the EMA weights, the backup the raw ones with the optimizer's EMA
+    slots: killed after stage 2's first epoch and resumed, the run ends with exactly the weights of one never
+    killed (mixing on too), and the history says which weights each epoch's validation evaluated."""
+    from lib.models import build_model, set_trainable
+    from lib.schedules import make_optimizer
+
+    reference, _ = train_ema_run(tiny_demo, tmp_path / "whole", monkeypatch)
+    _, killed = train_ema_run(tiny_demo, tmp_path / "run", monkeypatch, kill_after_epoch=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(killed["raw"], killed["ema"]))
+    backup = tmp_path / "run" / "backup_stage_2" / "latest.weights.h5"
+    restored = build_model("test_cnn", weights=None, dense_units=8, dropout=0.3)
+    set_trainable(restored, "all")
+    restored.compile(optimizer=make_optimizer("adam", 1e-3, use_ema=True, ema_momentum=0.5), loss="mse")
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(backup)
+    assert all(np.array_equal(a, b) for a, b in zip(values(restored.trainable_variables), killed["raw"]))
+    ema = values(restored.optimizer._model_variables_moving_average)
+    assert all(np.array_equal(a, b) for a, b in zip(ema, killed["ema"]))
+    resumed, _ = train_ema_run(tiny_demo, tmp_path / "run", monkeypatch)
+    assert all(np.array_equal(a, b) for a, b in zip(values(resumed.weights), values(reference.weights)))
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3] and history["val_on_ema"].tolist() == [0, 1, 1, 1]

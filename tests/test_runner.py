@@ -15,13 +15,14 @@ import yaml
 from lib import choices
 from lib.choices import ParamError
 from lib.notebook import collect_params
-from lib.paths import PROJECT_ROOT, series_notebooks
+from lib.paths import PROJECT_ROOT, series_notebooks, series_runs
 from tools.runner import check as C
 from tools.runner import execute as R
 
 NOTEBOOKS = series_notebooks()
 PROFILES = ["demo", "full", "tiny"]
 XCEPTION = PROJECT_ROOT / "notebooks" / "03_xception.py"
+PROFILES_DIR = PROJECT_ROOT / "profiles"
 
 
 def params_cli(*args, cwd=PROJECT_ROOT):
@@ -72,14 +73,56 @@ def test_values_inside_stages_are_checked(tmp_path):
         C.check_notebook(XCEPTION, profile)
 
 
+def test_mix_ema_and_clipnorm_inside_stages_are_checked(tmp_path):
+    """A stage's `mix` is a mapping with its own keys (a misspelt one gets its suggestion) and ranges; `ema` and
+    `clipnorm` have theirs; mixed labels refuse class weights; each mistake is one line before a kernel starts."""
+    mixed = "schedule: onecycle, mix: {cutmix: 1.0, mixup: 0.2, p: 0.5}, ema: 0.99, clipnorm: 1.0"
+    assert C.check_notebook(XCEPTION, demo_profile_with(tmp_path, replace=("schedule: onecycle", mixed)))
+    for wrong, expected in [
+        ("mix: {cutmx: 1.0}", "stages[0]: mix: unknown mix key 'cutmx'; did you mean 'cutmix'?"),
+        ("mix: {cutmix: 2.0}", "stages[0]: mix cutmix is 2.0, not a number in [0, 1]"),
+        ("mix: {mixup: 0.2, p: 1.5}", "stages[0]: mix p is 1.5, not a number in [0, 1]"),
+        ("mix: cutmix", "stages[0]: mix is 'cutmix', not a mapping like"),
+        ("ema: 1.0", "stages[0]: ema is 1.0, not a number in (0, 1)"),
+        ("clipnorm: 0", "stages[0]: clipnorm is 0, not a number in (0, inf)"),
+    ]:
+        profile = demo_profile_with(tmp_path, replace=("schedule: onecycle", f"schedule: onecycle, {wrong}"))
+        assert_one_line_error(params_cli("check", XCEPTION, profile), str(profile), expected)
+    profile = demo_profile_with(tmp_path, "class_weight: balanced\n", ("schedule: onecycle", mixed))
+    assert_one_line_error(
+        params_cli("check", XCEPTION, profile), "class_weight='balanced' does not combine with CutMix/MixUp"
+    )
+    for size in ("big", -1):
+        with pytest.raises(ParamError, match="predict_image_size is .*; give 0 .*a size in pixels or 'auto'"):
+            C.check_notebook(XCEPTION, demo_profile_with(tmp_path, f"predict_image_size: {size}\n"))
+
+
 def test_every_shipped_profile_passes_and_merges_like_papermill():
+    from lib.paths import notebook_of
+
     for profile in PROFILES:
-        for name in NOTEBOOKS:
+        for name in series_runs():
             path = PROJECT_ROOT / "profiles" / profile / f"{name}.yaml"
             merged = C.check_notebook(
-                PROJECT_ROOT / "notebooks" / f"{name}.py", path, [["data_dir", "/d"], ["profile", profile]]
+                PROJECT_ROOT / "notebooks" / f"{notebook_of(name)}.py", path, [["data_dir", "/d"], ["profile", profile]]
             )
             assert merged == {**(yaml.safe_load(path.read_text()) or {}), "data_dir": "/d", "profile": profile}
+
+
+def test_a_model_run_under_its_own_name_runs_its_notebook_with_its_own_profile_file(tmp_path):
+    """03_convnext is notebook 03 with profiles/<profile>/03_convnext.yaml and its run name; a profile without that
+    file is one line, not a silent Xception run under the ConvNeXt name."""
+    from tools.runner import inputs, run
+
+    values = run.parameters_of("03_convnext", "full")
+    assert values["run_name"] == "03_convnext" and values["backbone"] == "convnext_base"
+    assert values["submission_name"] == "convnext" and run.parameters_of("03_xception", "full")["run_name"] == (
+        "03_xception"
+    )
+    files = inputs.notebook_inputs("03_convnext", "demo", tmp_path, tmp_path, values)
+    assert files[:2] == [PROJECT_ROOT / "notebooks" / "03_xception.py", PROFILES_DIR / "demo" / "03_convnext.yaml"]
+    with pytest.raises(ParamError, match="03_convnext.yaml is missing: run 03_convnext is notebook 03_xception"):
+        run.parameters_of("03_convnext", "other")
 
 
 def test_p_values_are_typed_as_papermill_types_them():
@@ -267,6 +310,9 @@ NOISE_EXAMPLES = {
     "TensorFlow with the appropriate compiler flags.",
     "kernel transport warning": "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.",
     "figure repr": "<Figure size 1400x350 with 3 Axes>",
+    "TensorFlow retracing warning": "WARNING:tensorflow:5 out of the last 5 calls to <function conv.<locals>._conv_xla "
+    "at 0x7f524d4bbf60> triggered tf.function retracing. Tracing is expensive and the excessive number of tracings "
+    "could be due to (1) creating @tf.function repeatedly in a loop.",
 }
 ACTIONABLE = [
     "Time budget: the next epoch (~88 s) would pass the deadline; stopping.",

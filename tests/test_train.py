@@ -155,9 +155,9 @@ demo, run_dir, stages, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]
 seed_everything(0)
 train, val = data.holdout_split(data.load_train(demo), 0.25, 0)
 model = build_model("test_cnn", weights=None, dense_units=8, dropout=0.3)
-seq = lambda f, size, batch, augment, shuffle: ImageSequence(f["path"].tolist(), f["Category"].to_numpy(),
-    image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, seed=0, workers=2)
-# Augmentation and dropout on: a resumed run must draw exactly what the uninterrupted one drew.
+seq = lambda f, size, batch, augment, shuffle, **mix: ImageSequence(f["path"].tolist(), f["Category"].to_numpy(),
+    image_size=size, batch_size=batch, augment=augment, shuffle=shuffle, seed=0, workers=2, **mix)
+# Augmentation, CutMix/MixUp and dropout on: a resumed run must draw exactly what the uninterrupted one drew.
 settings = TrainSettings(batch_size=8, augment="light", seed=0, jit_compile=False, verbose=0,
                          deadline=time.time() + budget if budget else None)
 result = train_stages(model, stages, train, val, RunRecord(run_dir), make_sequence=seq, settings=settings)
@@ -168,7 +168,16 @@ print(json.dumps({"stopped_by_budget": result.stopped_by_budget, "epochs": len(r
 
 STAGES = [
     {"name": "head", "trainable": "head", "epochs": 1, "image_size": 32},
-    {"name": "all", "trainable": "all", "epochs": 3, "image_size": 40, "lr": 1e-4},
+    # CutMix/MixUp on every batch and EMA weights validated: the kill test's byte-identical resume covers both.
+    {
+        "name": "all",
+        "trainable": "all",
+        "epochs": 3,
+        "image_size": 40,
+        "lr": 1e-4,
+        "ema": 0.9,
+        "mix": {"cutmix": 1.0, "mixup": 0.2},
+    },
 ]
 
 
@@ -219,7 +228,8 @@ def test_rerun_skips_finished_stages(tiny_demo, uninterrupted, tmp_path):
 @pytest.mark.slow
 def test_killed_mid_stage_resumes_to_the_same_bytes(tiny_demo, uninterrupted, tmp_path):
     """SIGKILL after the first epoch of stage 2 is backed up; the rerun continues at the next epoch and ends
-    with exactly the probabilities of the run that was never interrupted (augmentation and dropout on)."""
+    with exactly the probabilities of the run that was never interrupted (augmentation, CutMix/MixUp, dropout and
+    EMA on)."""
     run = tmp_path / "run"
     process = train_in_subprocess(tiny_demo, run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = run / "history.csv"
@@ -382,3 +392,43 @@ def test_label_smoothing_and_optimizer_reach_the_compiled_model(tiny_demo, tmp_p
     assert model.loss.get_config()["label_smoothing"] == 0.2
     assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
     assert type(model.optimizer._learning_rate).__name__ == "CyclicLR"
+    assert model.optimizer.clipnorm is None and not model.optimizer.use_ema
+
+
+def test_clipnorm_ema_and_mix_reach_the_optimizer_the_callbacks_and_the_pipeline(tiny_demo, tmp_path, monkeypatch):
+    import keras
+
+    from lib import data
+    from lib.callbacks import BestWeights, RawWeightsForBackup, StageBackup
+    from lib.models import build_model
+    from lib.runs import RunRecord
+    from lib.train import train_stages
+
+    train, val = data.holdout_split(data.load_train(tiny_demo), 0.25, 0)
+    model = build_model("test_cnn", weights=None, dense_units=4)
+    seen = {}
+
+    def stop(*args, callbacks, **kwargs):
+        seen["callbacks"] = [type(callback) for callback in callbacks]
+        raise StopBeforeFit
+
+    def sequence(frame, *rest, **mix):
+        seen.setdefault("mix", []).append(mix.get("mix"))
+        return list(range(len(frame) // 8 + 1))
+
+    monkeypatch.setattr(model, "fit", stop)
+    mix = {"cutmix": 1.0, "mixup": 0.2, "p": 0.5}
+    stages = [{"name": "s", "trainable": "head", "epochs": 1, "image_size": 32, "optimizer": "adamw",
+               "clipnorm": 0.5, "ema": 0.99, "mix": mix}]  # fmt: skip
+    with pytest.raises(StopBeforeFit):
+        train_stages(model, stages, train, val, RunRecord(tmp_path / "run"), make_sequence=sequence)
+    optimizer = model.optimizer
+    assert (optimizer.clipnorm, optimizer.use_ema, optimizer.ema_momentum) == (0.5, True, 0.99)
+    order = seen["callbacks"]
+    swap, to_raw, backup = (order.index(kind) for kind in (keras.callbacks.SwapEMAWeights, RawWeightsForBackup,
+                                                            StageBackup))  # fmt: skip
+    assert swap < order.index(BestWeights) < to_raw == backup - 1
+    assert seen["mix"] == [mix, None]  # the training sequence mixes, validation never
+    with pytest.raises(ValueError, match="class_weight='balanced' does not combine with CutMix/MixUp"):
+        train_stages(model, stages, train, val, RunRecord(tmp_path / "b"), make_sequence=sequence,
+                     settings=TrainSettings(class_weight="balanced"))  # fmt: skip

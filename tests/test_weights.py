@@ -17,6 +17,7 @@ from tests.kaggle_fixtures import SECRET_KEY, kaggle_env, kaggle_make
 
 XCEPTION_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 B7_FILE = "efficientnetb7_notop.h5"
+CONVNEXT_FILE = "convnext_base_notop.h5"  # the full profile's 03_convnext
 SMALL = "mobilenetv3small"
 SMALL_FILE = "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
 # Any download goes through this proxy, where nothing listens: refused at once, never a hang or a real request.
@@ -194,10 +195,29 @@ def test_missing_weights_error_says_when_places_are_unset_or_absent(tmp_path, mo
 # ---------------------------------------------------------------- which backbones
 
 
+@pytest.mark.parametrize(
+    "name, file_name",
+    [("efficientnetv2b0", "efficientnetv2-b0_notop.h5"), ("convnext_tiny", "convnext_tiny_notop.h5")],
+)
+def test_the_new_backbones_load_weights_found_by_their_keras_file_name(places, no_download, name, file_name):
+    """EfficientNetV2 and ConvNeXt weights under the names keras.applications downloads them by, attached as a
+    Kaggle dataset, load with no network (random weights saved in the format of the notop files)."""
+    import keras
+
+    from lib.models import backbone_of, build_model
+
+    spec = backbone_spec(name)
+    assert spec.notop_file == file_name and find_weights(name) is None
+    saved = getattr(keras.applications, spec.builder)(include_top=False, weights=None, input_shape=(None, None, 3))
+    save_legacy_weights(saved, places["kaggle_input"] / "sf-dl-cars-keras-weights" / file_name)
+    assert find_weights(name) == places["kaggle_input"] / "sf-dl-cars-keras-weights" / file_name
+    assert_same_weights(backbone_of(build_model(name, weights="imagenet", dense_units=0)), saved)
+
+
 def test_needed_backbones_are_read_from_the_notebooks_and_profiles():
     from tools.kaggle.weights import needed_backbones
 
-    assert needed_backbones() == ["xception", "efficientnetb7"]
+    assert needed_backbones() == ["xception", "convnext_base", "efficientnetb7"]  # 03_convnext: its full profile
 
 
 def test_a_profile_may_change_the_backbone_and_weights_none_needs_nothing(tmp_path):
@@ -218,6 +238,10 @@ def test_a_profile_may_change_the_backbone_and_weights_none_needs_nothing(tmp_pa
         (profiles / profile).mkdir(parents=True)
         (profiles / profile / "03_model.yaml").write_text(text)
     assert needed_backbones(notebooks, profiles, ["03_model"]) == ["xception", "mobilenetv3small"]
+    # A run of 03_model under another name counts its own profiles only, not the notebook's defaults alone.
+    (profiles / "fast" / "03_other.yaml").write_text("backbone: convnext_small\n")
+    runs = {"03_other": "03_model"}
+    assert needed_backbones(notebooks, profiles, runs) == ["convnext_small"]
 
     (profiles / "fast" / "03_model.yaml").write_text("backbone: resnet9000\n")
     from tools.kaggle.weights import WeightsError
@@ -259,13 +283,15 @@ def test_make_weights_skips_files_already_present(tmp_path):
     env = weights_env(tmp_path, **NO_NETWORK)
     cached = place(tmp_path / "keras" / "models" / XCEPTION_FILE)
     elsewhere = place(tmp_path / "weights" / B7_FILE)
+    convnext = place(tmp_path / "weights" / CONVNEXT_FILE)
     env["WEIGHTS_DIR"] = str(tmp_path / "weights")
     result = kaggle_make(tmp_path, env)("weights")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"xception: already present at {cached}; skipped",
+        f"convnext_base: already present at {convnext}; skipped",
         f"efficientnetb7: already present at {elsewhere}; skipped",
-        "ImageNet weights ready for xception, efficientnetb7; for Kaggle kernels without internet: "
+        "ImageNet weights ready for xception, convnext_base, efficientnetb7; for Kaggle kernels without internet: "
         "`make kaggle-weights`",
     ]
 
@@ -300,9 +326,11 @@ def test_a_download_that_fails_kerass_hash_check_is_refused_and_removed(tmp_path
 
 @pytest.fixture
 def local_weights(tmp_path) -> dict:
-    """Stand-in weight files: xception in $KERAS_HOME/models, B7 in $WEIGHTS_DIR (both places count)."""
+    """Stand-in weight files: xception in $KERAS_HOME/models, ConvNeXt-Base and B7 in $WEIGHTS_DIR (both places
+    count)."""
     return {
         XCEPTION_FILE: place(tmp_path / "keras" / "models" / XCEPTION_FILE, b"x" * 1000),
+        CONVNEXT_FILE: place(tmp_path / "weights" / CONVNEXT_FILE, b"c" * 1500),
         B7_FILE: place(tmp_path / "weights" / B7_FILE, b"b" * 2000),
     }
 
@@ -319,12 +347,12 @@ def test_make_kaggle_weights_creates_the_dataset_then_adds_versions(tmp_path, lo
     assert first.returncode == 0, first.stderr
     dataset = f"tester/{WEIGHTS_DATASET_SLUG}"
     assert first.stdout.strip().splitlines()[-1] == (
-        f"2 weight files (0 MB) created as a new private dataset {dataset}; `make kaggle-kernel` attaches it. "
+        f"3 weight files (0 MB) created as a new private dataset {dataset}; `make kaggle-kernel` attaches it. "
         f"Kaggle processes it before a kernel can attach it: https://www.kaggle.com/datasets/{dataset}"
     )
-    assert fake_kaggle.rpcs() == ["GetDatasetStatus", "StartBlobUpload", "StartBlobUpload", "CreateDataset"]
+    assert fake_kaggle.rpcs() == ["GetDatasetStatus", *["StartBlobUpload"] * 3, "CreateDataset"]
     [created] = fake_kaggle.datasets[dataset]
-    assert sorted(created["files"]) == sorted([XCEPTION_FILE, B7_FILE])
+    assert sorted(created["files"]) == sorted([XCEPTION_FILE, CONVNEXT_FILE, B7_FILE])
     request = created["request"]
     assert (request.owner_slug, request.slug, request.title, request.license_name, request.is_private) == (
         "tester",
@@ -333,18 +361,22 @@ def test_make_kaggle_weights_creates_the_dataset_then_adds_versions(tmp_path, lo
         "other",
         True,
     )
-    assert 20 <= len(request.subtitle) <= 80 and XCEPTION_FILE in request.description and B7_FILE in request.description
+    assert 20 <= len(request.subtitle) <= 80 and all(name in request.description for name in local_weights)
     uploads = fake_kaggle.called("StartBlobUpload")
-    assert sorted((u.name, u.content_length) for u in uploads) == [(B7_FILE, 2000), (XCEPTION_FILE, 1000)]
+    assert sorted((u.name, u.content_length) for u in uploads) == [
+        (CONVNEXT_FILE, 1500),
+        (B7_FILE, 2000),
+        (XCEPTION_FILE, 1000),
+    ]
     for name, source in local_weights.items():  # hard links: no copy of hundreds of MB
         assert (stage / name).stat().st_ino == source.stat().st_ino
 
     second = kaggle_make(tmp_path, env)("kaggle-weights", f"WEIGHTS_STAGE_DIR={stage}", "MSG=B7 retrained")
     assert second.returncode == 0, second.stderr
     assert f"uploaded as a new version {dataset}" in second.stdout
-    assert fake_kaggle.rpcs()[4:] == ["GetDatasetStatus", "StartBlobUpload", "StartBlobUpload", "CreateDatasetVersion"]
+    assert fake_kaggle.rpcs()[5:] == ["GetDatasetStatus", *["StartBlobUpload"] * 3, "CreateDatasetVersion"]
     version = fake_kaggle.datasets[dataset][1]
-    assert version["notes"] == "B7 retrained" and sorted(version["files"]) == sorted([XCEPTION_FILE, B7_FILE])
+    assert version["notes"] == "B7 retrained" and sorted(version["files"]) == sorted(local_weights)
 
 
 @needs_make

@@ -240,7 +240,9 @@ def build_report(
         shutil.rmtree(out)  # a run deleted since the last report must not linger
     out.mkdir(parents=True)
     board = read_leaderboard(leaderboard)
-    folders = sorted(p for p in runs.iterdir() if p.is_dir() and ".old-" not in p.name)
+    order = {run: index for index, run in enumerate(paths.series_runs())}  # the series' order, then any other
+    folders = sorted((p for p in runs.iterdir() if p.is_dir() and ".old-" not in p.name),
+                     key=lambda folder: (order.get(folder.name, len(order)), folder.name))  # fmt: skip
     rows = [collect_run(folder, out, board, profile) for folder in folders]
     index = out / "index.html"
     index.write_text(index_page(profile, rows, runs), encoding="utf-8")

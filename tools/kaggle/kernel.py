@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from lib import COMPETITION
-from lib.paths import PROJECT_ROOT, runs_dir
+from lib.paths import PROJECT_ROOT, notebook_of, runs_dir
 from lib.runs import git_commit, write_json, write_text
 from tools.kaggle import api, remote
 from tools.kaggle.api import KaggleError, username
@@ -125,16 +125,52 @@ def kernel_id(notebook: str, given: str | None) -> str:
     return check_kernel_id(f"{user}/{default_slug(notebook)}")
 
 
+KAGGLE_PROFILE = "full"  # a kernel runs on the competition data: the full profile
+
+
+def run_parameters(run: str) -> dict:
+    """The values a kernel of `run` gets over its notebook's parameters cell: profiles/full/<run>.yaml (checked
+    against the cell, as make checks it) and, for a model run under another name than its notebook's
+    (03_convnext), its run name. A run's own notebook with an empty full profile gets nothing."""
+    from lib.choices import ParamError
+    from tools.runner.check import check_notebook
+    from tools.runner.run import run_values
+
+    profile = PROJECT_ROOT / "profiles" / KAGGLE_PROFILE / f"{run}.yaml"
+    if run_values(run) and not profile.is_file():
+        raise KaggleError(f"{profile} is missing: run {run} takes its settings from it (lib.paths.MODEL_RUNS)")
+    try:
+        return check_notebook(NOTEBOOKS_DIR / f"{notebook_of(run)}.py", profile if profile.is_file() else None,
+                              run_values(run))  # fmt: skip
+    except ParamError as err:
+        raise KaggleError(str(err)) from None
+
+
+def injected_cell(values: dict):
+    """A cell as papermill injects it after the parameters cell ("# Parameters", tagged injected-parameters), which
+    lib.notebook.collect_params checks against the parameters cell inside the kernel."""
+    import nbformat
+
+    source = "# Parameters\n" + "".join(f"{key} = {value!r}\n" for key, value in values.items())
+    return nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+
+
 def build_notebook(notebook: str, metadata: dict | None = None, upstream: str = ""):
-    """The notebook from notebooks/<name>.py with the lib bundle (and its digest) as its first cell."""
+    """The notebook of run `notebook` (notebooks/<its notebook>.py, lib.paths.notebook_of) with the lib bundle (and
+    its digest) as its first cell and the run's full-profile values injected after its parameters cell."""
     import jupytext
     import nbformat
 
-    source = Path(notebook) if notebook.endswith(".py") else NOTEBOOKS_DIR / f"{notebook}.py"
+    run = None if notebook.endswith(".py") else notebook
+    source = Path(notebook) if run is None else NOTEBOOKS_DIR / f"{notebook_of(run)}.py"
     if not source.is_file():
         known = ", ".join(sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9]*.py"))) or "none yet"
         raise KaggleError(f"no notebook {source}: choose NB= from {known}")
     nb = jupytext.read(source, fmt="py:percent")
+    values = run_parameters(run) if run else {}
+    if values:
+        at = next(i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", []))
+        nb.cells.insert(at + 1, injected_cell(values))
     sources = lib_sources(source)
     digest = bundle_digest([cell.source for cell in nb.cells], sources, metadata or {}, upstream)
     first = nbformat.v4.new_code_cell(bundle_cell_source(sources, digest), metadata={"tags": [BUNDLE_TAG]})

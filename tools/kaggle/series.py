@@ -1,4 +1,4 @@
-"""`make kaggle-run-all`: the series on Kaggle: push 03 and 04, wait, push 05 on their outputs, fetch, submit."""
+"""`make kaggle-run-all`: the series on Kaggle: push the model runs, wait, push 05 on their outputs, fetch, submit."""
 
 from __future__ import annotations
 
@@ -141,10 +141,10 @@ def run_all(
         folder = build(name, None, build_root / name, internet, accelerator, weights_dataset=weights_dataset)
         polled.append(ensure_pushed(folder, say))
         bundles.append(f"{built_id(folder)}@{built_digest(folder)}")
-    say(f"Waiting for {' and '.join(model_ids)} (Ctrl-C stops waiting; they go on running on Kaggle)")
+    say(f"Waiting for {', '.join(model_ids)} (Ctrl-C stops waiting; they go on running on Kaggle)")
     wait_all(polled, timeout_s, poll_s)
 
-    # 05's digest names the model bundles: new 03/04 outputs make its finished run stale.
+    # 05's digest names the model bundles: new model outputs make its finished run stale.
     folder = build(
         ENSEMBLE_NOTEBOOK,
         None,
@@ -180,7 +180,10 @@ def run_all(
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--accelerator", choices=list(ACCELERATORS), default=DEFAULT_ACCELERATOR, help="for 03 and 04 (05 runs on CPU)"
+        "--accelerator",
+        choices=list(ACCELERATORS),
+        default=DEFAULT_ACCELERATOR,
+        help="for the model runs (05 runs on CPU)",
     )
     parser.add_argument("--internet", action="store_true", help="enable the kernels' internet")
     parser.add_argument("--timeout", default=DEFAULT_TIMEOUT, help="stop waiting after this long (e.g. 13h, 90m)")
@@ -189,7 +192,9 @@ def main(argv=None) -> int:
     parser.add_argument("--submit", action="store_true", help="validate and upload the submission at the end")
     parser.add_argument("--message", "-m", help="submission message (default: built from 05's run record)")
     parser.add_argument("--data-dir", help="data folder whose sample-submission.csv the submission is checked against")
-    parser.add_argument("--weights-dataset", help="weights dataset for 03/04 (default <user>/sf-dl-cars-keras-weights)")
+    parser.add_argument(
+        "--weights-dataset", help="weights dataset for the model runs (default <user>/sf-dl-cars-keras-weights)"
+    )
     parser.add_argument("--build-root", type=Path, default=BUILD_DIR.parent / "kaggle-series", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from lib.submission import SubmissionError

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lib.backbones import WEIGHTS_DATASET_SLUG, backbone_spec, cached_weights_path, find_weights, pretrained
-from lib.paths import MODEL_RUNS, PROJECT_ROOT
+from lib.paths import MODEL_RUNS, PROJECT_ROOT, notebook_of
 from tools.kaggle import api
 from tools.kaggle.api import KaggleError, require_credentials, username
 from tools.runner.check import notebook_defaults
@@ -30,15 +30,19 @@ class WeightsError(RuntimeError):
 def needed_backbones(
     notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR, model_runs=MODEL_RUNS
 ) -> list[str]:
-    """Every backbone that a model notebook (lib.paths.MODEL_RUNS) builds with ImageNet weights: its defaults (what
-    a Kaggle kernel runs) and each profile's `backbone`/`weights` over them, in the series' order."""
+    """Every backbone that a model run (lib.paths.MODEL_RUNS: run -> notebook) builds with ImageNet weights: its
+    notebook's defaults and each of the run's profiles over them (profiles/*/<run>.yaml), in the series' order. A
+    run under another name than its notebook's (03_convnext) always has a profile, so its notebook's defaults alone
+    do not count."""
     import yaml
 
     names: list[str] = []
-    for notebook in (notebooks_dir / f"{name}.py" for name in model_runs):
+    runs = model_runs if isinstance(model_runs, dict) else {run: notebook_of(run) for run in model_runs}
+    for model_run, notebook_name in runs.items():
+        notebook = notebooks_dir / f"{notebook_name}.py"
         defaults = notebook_defaults(notebook)
-        overrides = [yaml.safe_load(p.read_text()) or {} for p in sorted(profiles_dir.glob(f"*/{notebook.stem}.yaml"))]
-        for settings in [{}, *overrides]:
+        overrides = [yaml.safe_load(p.read_text()) or {} for p in sorted(profiles_dir.glob(f"*/{model_run}.yaml"))]
+        for settings in ([{}] if notebook_name == model_run else []) + overrides:
             name = str(settings.get("backbone", defaults.get("backbone"))).lower()
             if settings.get("weights", defaults.get("weights")) == "imagenet" and name not in names:
                 try:

@@ -25,6 +25,8 @@ NOISE_PATTERNS = {
     "CPU instruction notice": r"cpu_feature_guard|oneDNN custom operations|rebuild TensorFlow with the appropriate",
     "kernel transport warning": r"running over TCP without encryption",
     "figure repr": r"^<Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes>$",
+    # Grad-CAM's eager calls of ConvNeXt's grouped convolutions compile once per batch shape (06)
+    "TensorFlow retracing warning": r"^WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf\.function",
 }
 NOISE = re.compile("|".join(f"(?:{pattern})" for pattern in NOISE_PATTERNS.values()))
 PYTHON_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")  # the next line, indented, echoes the source line

@@ -6,7 +6,7 @@ from __future__ import annotations
 import modulefinder
 from pathlib import Path
 
-from lib.paths import MODEL_RUNS, PROJECT_ROOT
+from lib.paths import MODEL_RUNS, PROJECT_ROOT, notebook_of
 
 PACKAGE = "lib"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -42,8 +42,10 @@ def upstream_runs(name: str, parameters: dict) -> list[str]:
 
 
 def notebook_inputs(name: str, profile: str, data_dir: Path, runs_dir: Path, parameters: dict) -> list[Path]:
-    """Every file a run of notebook `name` depends on (missing ones count as missing in the stamp)."""
-    source = NOTEBOOKS_DIR / f"{name}.py"  # percent format: its markdown cells are comments, so it runs as a script
+    """Every file run `name` depends on (missing ones count as missing in the stamp): the notebook it runs
+    (lib.paths.notebook_of) and the lib modules that imports, the run's own profile file, the data's CSVs and the
+    outputs of the runs it reads."""
+    source = NOTEBOOKS_DIR / f"{notebook_of(name)}.py"  # percent format: its markdown cells are comments
     files = [source, PROFILES_DIR / profile / f"{name}.yaml"]
     files += lib_modules(source)
     files += [Path(data_dir) / file for file in DATA_FILES]

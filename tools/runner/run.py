@@ -7,7 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from lib.paths import PROJECT_ROOT, runs_dir
+from lib.choices import ParamError
+from lib.paths import PROJECT_ROOT, notebook_of, runs_dir
 from tools.runner import inputs, stamp
 from tools.runner.check import check_notebook, notebook_defaults
 
@@ -23,11 +24,13 @@ def execute_checked(
     pairs: list[list[str]],
     cwd: str | None,
     verbose: bool = False,
+    name: str | None = None,
 ) -> None:
     """Check, then execute with papermill into `output` (tools.runner.execute: a cell bar and the lines worth
     reading on the terminal, everything the kernel printed in <name>.log beside `output`; `verbose`: papermill's
-    full cell log), then print one result line. A failed run leaves the last good `output` in place and writes its
-    executed copy to <name>.failed.ipynb beside it; a successful one removes that stale copy."""
+    full cell log), then print one result line, headed by `name` (default: the notebook's). A failed run leaves
+    the last good `output` in place and writes its executed copy to <name>.failed.ipynb beside it; a successful
+    one removes that stale copy."""
     from tools.runner import execute
 
     parameters = check_notebook(notebook, profile, pairs)
@@ -44,19 +47,31 @@ def execute_checked(
             copy = f"The executed copy with the traceback: {failed}"
         reason = f"{error.ename}: {str(error.evalue).strip()}" if hasattr(error, "ename") else f"{error!r}"
         kept = f"; the last good run stays at {output}" if output.exists() else ""
-        raise NotebookFailed(
-            f"notebook {notebook.stem} failed ({reason.splitlines()[0]}). {copy}{kept}; all it printed: {log}"
-        ) from None
+        what = (
+            f"notebook {notebook.stem}" if name in (None, notebook.stem) else f"run {name} (notebook {notebook.stem})"
+        )
+        raise NotebookFailed(f"{what} failed ({reason.splitlines()[0]}). {copy}{kept}; all it printed: {log}") from None
     os.replace(partial, output)
     failed.unlink(missing_ok=True)
-    print(execute.summary(notebook.stem, started, shown, output.parent, PROJECT_ROOT), flush=True)
+    print(execute.summary(name or notebook.stem, started, shown, output.parent, PROJECT_ROOT), flush=True)
+
+
+def run_values(name: str) -> list[list[str]]:
+    """What a model run under another name than its notebook's gets on top of its profile: its run name (so its run
+    folder, stamp and submission are its own)."""
+    return [["run_name", name]] if notebook_of(name) != name else []
 
 
 def parameters_of(name: str, profile: str) -> dict:
-    """The parameters a run of `name` on `profile` gets: its parameters cell, then its profile over them."""
-    source = inputs.NOTEBOOKS_DIR / f"{name}.py"
+    """The parameters run `name` gets on `profile`: its notebook's parameters cell, then its profile file over them,
+    then its run name (lib.paths.notebook_of: 03_convnext runs 03_xception with profiles/<profile>/03_convnext.yaml)."""
+    source = inputs.NOTEBOOKS_DIR / f"{notebook_of(name)}.py"
     profile_file = inputs.PROFILES_DIR / profile / f"{name}.yaml"
-    return {**notebook_defaults(source), **check_notebook(source, profile_file if profile_file.is_file() else None)}
+    if run_values(name) and not profile_file.is_file():
+        raise ParamError(f"{profile_file} is missing: run {name} is notebook {notebook_of(name)} with that file's "
+                         f"settings (lib.paths.MODEL_RUNS), so profile {profile} needs one")  # fmt: skip
+    checked = check_notebook(source, profile_file if profile_file.is_file() else None, run_values(name))
+    return {**notebook_defaults(source), **checked}
 
 
 def current_inputs(name: str, profile: str, data_dir: Path, settings: dict[str, str]) -> dict:
@@ -97,7 +112,8 @@ def run_in_series(
         before = [
             run
             for run in inputs.upstream_runs(name, parameters_of(name, profile))
-            if (inputs.NOTEBOOKS_DIR / f"{run}.py").is_file() and changes(run, profile, data_dir, settings)[1] != []
+            if (inputs.NOTEBOOKS_DIR / f"{notebook_of(run)}.py").is_file()
+            and changes(run, profile, data_dir, settings)[1] != []
         ]
         if before:
             print(f"== {name}: up to date now; runs after {', '.join(before)} if their outputs change ==", flush=True)
@@ -109,14 +125,17 @@ def run_in_series(
     if dry_run:
         print(f"== {name}: would run ({why}) ==", flush=True)
         return
-    print(f"== {name}: profile {profile}, data {data_dir} ({why}) ==", flush=True)
+    notebook = notebook_of(name)
+    shown = "" if notebook == name else f", notebook {notebook}"
+    print(f"== {name}: profile {profile}{shown}, data {data_dir} ({why}) ==", flush=True)
     execute_checked(
-        PROJECT_ROOT / "notebooks" / f"{name}.ipynb",
+        PROJECT_ROOT / "notebooks" / f"{notebook}.ipynb",
         folder / f"{name}.ipynb",
         inputs.PROFILES_DIR / profile / f"{name}.yaml",
-        [["data_dir", str(data_dir)], ["profile", profile]],
+        [["data_dir", str(data_dir)], ["profile", profile], *run_values(name)],
         cwd=str(PROJECT_ROOT / "notebooks"),
         verbose=verbose,
+        name=name,
     )
     stamp.mark(folder, current)
 
