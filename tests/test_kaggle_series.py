@@ -89,7 +89,7 @@ def series(tmp_path, fake_kaggle):
 
 def pushes(server) -> list[str]:
     """The kernels pushed, in order: 03-xception for tester/sf-dl-cars-03-xception."""
-    return [request.slug.removeprefix("sf-dl-cars-") for request in server.called("SaveKernel")]
+    return [request.slug.split("/")[-1].removeprefix("sf-dl-cars-") for request in server.called("SaveKernel")]
 
 
 def status_reads(server, until: int | None = None) -> list[str]:
