@@ -86,7 +86,9 @@ def prepare(target: str, tmp_path):
         return kernel.main, [target.split("-")[1], "--id", KERNEL], working
     if target == "kaggle-weights":
         (tmp_path / "keras" / "models").mkdir(parents=True)  # $KERAS_HOME/models, as the sandbox sets it
-        for name in ("xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "efficientnetb7_notop.h5"):
+        from lib.backbones import backbone_spec
+
+        for name in (backbone_spec(backbone).notop_file for backbone in weights.needed_backbones()):
             (tmp_path / "keras" / "models" / name).write_bytes(b"h5")
         return weights.main, ["upload", "--out", str(tmp_path / "stage")], working
     raise AssertionError(target)
