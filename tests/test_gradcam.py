@@ -117,6 +117,7 @@ def test_xception_from_build_model():
 def test_explain_runs_rebuilds_each_run_and_explains_its_sure_answers_and_the_ensembles_mistakes(tmp_path):
     """06's Grad-CAM step: each run folder's model rebuilt from params.json with its best weights, its surest
     mistakes and right answers drawn at the size it predicted at, and each ensemble mistake as it saw it."""
+    pytest.importorskip("sklearn")  # lib.analysis.errors: 06's environment, not the JAX-only one
     import cv2
     import pandas as pd
 
