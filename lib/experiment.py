@@ -87,16 +87,20 @@ def setup(params: dict) -> Context:
     scan = data.scan(data_dir, max_bad_fraction=params.get("max_bad_fraction", 0.01))
     write_csv(run.path("problems.csv"), scan.problems)
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
-    print(distribute.describe_backend(devices))
-    print(f"{plan.describe(params['batch_size'], precision)}; {runtime.describe()}")
-    print(f"Time budget: {f'{budget:g} minutes' if budget else 'none'} ({params.get('time_budget_minutes', 'auto')!r})")
-    print(f"Data: {describe_data(data_dir)}; {scan.summary()}")
+    # Two lines: what this run computes with, then what it trains on and for how long.
+    print(
+        f"{plan.describe(params['batch_size'], precision)}; {runtime.describe()}; {distribute.describe_backend(devices)}"
+    )
     split = (
         f"{params['folds']}-fold cross-validation"
         if params.get("folds", 0) >= 2
         else f"{len(train):,} train / {len(val):,} validation"
     )
-    print(f"Split (seed {params['seed']}): {split}; run folder {run.dir}")
+    limit = f"{budget:g} minutes" if budget else "none"
+    print(
+        f"Data: {describe_data(data_dir)}; {scan.summary()}; split (seed {params['seed']}): {split}; time budget "
+        f"{limit} ({params.get('time_budget_minutes', 'auto')!r}); run folder {run.dir}"
+    )
     return Context(params, run, data_dir, scan, train, val, precision, plan, budget, runtime)
 
 
@@ -289,12 +293,14 @@ def search_size(ctx: Context, model, sizes: list[int]) -> tuple[int, np.ndarray,
         probs[size] = predict_probs(model, ctx.sequence(ctx.val, size, batch, labelled=False), ["identity"])
         rows.append({"image size": size, "validation accuracy": accuracy(probs[size], labels),
                      "validation log-loss": log_loss(probs[size], labels)})  # fmt: skip
-        print(f"Prediction size {size} px: validation accuracy {rows[-1]['validation accuracy']:.4f}, "
-              f"log-loss {rows[-1]['validation log-loss']:.4f}")  # fmt: skip
     table = pd.DataFrame(rows).set_index("image size")
     best = min(sizes, key=lambda s: (-table.loc[s, "validation accuracy"], table.loc[s, "validation log-loss"], s))
     table["kept"] = table.index == best
-    print(f"Prediction size: {best} px kept of {', '.join(map(str, sizes))} (trained at {sizes[0]} px)")
+    tried = ", ".join(
+        f"{size} px {row['validation accuracy']:.4f} (log-loss {row['validation log-loss']:.4f})"
+        for size, row in table.iterrows()
+    )
+    print(f"Prediction size: {best} px kept (trained at {sizes[0]} px); validation accuracy without TTA: {tried}")
     return best, probs[best], table
 
 

@@ -95,11 +95,12 @@ params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
 
 # %% [markdown]
-# The lines above say what this run works with: the Keras backend, then the devices and how training spreads
-# over them, e.g. `Devices: 2 x Tesla T4 (tf.distribute.MirroredStrategy), global batch 64 = 32 per replica,
-# precision mixed_float16` on Kaggle's GPU T4 x2, or `1 x CPU (single device)` here, followed by the cores this
-# process may use and the threads it computes and decodes with (`threads`, `workers`); the time budget; the data
-# and its split. `batch_size` is per device, and with several devices each step trains on all their batches at once.
+# Two lines. The first says what this run computes with: the devices and how training spreads over them, e.g.
+# `Devices: 2 x Tesla T4 (tf.distribute.MirroredStrategy), global batch 64 = 32 per replica, precision
+# mixed_float16` on Kaggle's GPU T4 x2, or `1 x CPU (single device)` here, then the cores this process may use,
+# the threads it computes and decodes with (`threads`, `workers`), and the Keras version and backend. The second
+# says what it trains on: the data, its split, the time budget and the run folder. `batch_size` is per device, and
+# with several devices each step trains on all their batches at once.
 
 # %% [markdown]
 # ## Model
@@ -247,7 +248,6 @@ plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 # %%
 experiment.submit(ctx, evaluation.test_probs, submission_name)
 display(experiment.key_metrics(ctx))
-print(f"All metrics: {ctx.run.path('metrics.json')}")
 
 # %% [markdown]
 # The submission is a CSV with one predicted class per test Id, checked against `sample-submission.csv`

@@ -94,9 +94,9 @@ params = collect_params(globals(), _before)
 ctx = experiment.setup(params)
 
 # %% [markdown]
-# As in 03: the backend, the devices and the strategy that spreads training over them, the global batch and
-# precision (`mixed_float16` on a T4), the time budget (`auto`: 700 minutes in a Kaggle GPU session, 520 on a TPU),
-# the data and its split.
+# As in 03: the devices and the strategy that spreads training over them, the global batch and precision
+# (`mixed_float16` on a T4), the cores and threads, the backend; then the data, its split and the time budget
+# (`auto`: 700 minutes in a Kaggle GPU session, 520 on a TPU).
 
 # %% [markdown]
 # ## Model
@@ -184,7 +184,6 @@ plots.confusion(evaluation.val_labels, evaluation.val_probs.argmax(axis=1));
 # %%
 experiment.submit(ctx, evaluation.test_probs, submission_name)
 display(experiment.key_metrics(ctx))
-print(f"All metrics: {ctx.run.path('metrics.json')}")
 
 # %% [markdown]
 # The submission is written even when the budget stopped training, which is the point of this notebook. The

@@ -50,7 +50,7 @@ params, data_dir, run = open_run(collect_params(globals(), _before))
 # %%
 run_folders = {name: paths.find_run_dir(profile, name) for name in models or paths.MODEL_RUNS}
 for name, folder in run_folders.items():
-    print(f"{name}: run from {folder}")
+    print(f"{name}: run from {folder}")  # on Kaggle: which attached kernel output it came from
 
 # %% [markdown]
 # ## Weights fitted on the validation rows

@@ -63,11 +63,11 @@ for name, frame in frames.items():
 labels = reference["Category"].to_numpy()
 val_probs = {("ensemble" if name == ensemble else name): probs_matrix(frame) for name, frame in frames.items()}
 photo_paths = reference[["Id"]].merge(data.load_train(data_dir)[["Id", "path"]], on="Id", how="left")["path"]
-for name, probs in val_probs.items():
-    print(f"{name}: {len(probs)} validation rows, accuracy {accuracy(probs, labels):.3f}")
+print(f"{len(labels)} validation rows, accuracy: "
+      + ", ".join(f"{name} {accuracy(probs, labels):.3f}" for name, probs in val_probs.items()))
 
 # %% [markdown]
-# One line per model: the validation rows (the same for all) and the accuracy, as in 05.
+# One line: the validation rows (the same for every model) and each model's accuracy on them, as in 05.
 
 # %% [markdown]
 # ## Per-class precision, recall and F1
