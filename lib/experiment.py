@@ -88,9 +88,8 @@ def setup(params: dict) -> Context:
     write_csv(run.path("problems.csv"), scan.problems)
     train, val = data.holdout_split(scan.train, params["val_fraction"], params["seed"])
     # Two lines: what this run computes with, then what it trains on and for how long.
-    print(
-        f"{plan.describe(params['batch_size'], precision)}; {runtime.describe()}; {distribute.describe_backend(devices)}"
-    )
+    backend = distribute.describe_backend(devices)
+    print(f"{plan.describe(params['batch_size'], precision)}; {runtime.describe()}; {backend}")
     split = (
         f"{params['folds']}-fold cross-validation"
         if params.get("folds", 0) >= 2
