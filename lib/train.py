@@ -308,6 +308,9 @@ def stage_callbacks(
     to_ema, to_raw = ema_swaps() if stage.ema else (None, None)
     callbacks = [
         EpochRandomness(train_seq, settings.seed),
+        # Keras appends its own progress bar after every callback; placed here, it prints an epoch's line before
+        # EpochInfo adds the stage, size, LR and seconds that history.csv keeps.
+        *([keras.callbacks.ProgbarLogger()] if settings.verbose != 0 else []),
         EpochInfo(stage, index),
         *([to_ema] if to_ema else []),
         checkpoint,

@@ -102,6 +102,27 @@ def test_lr_table_spans_all_stages():
     assert np.allclose(table["lr"][:10], 1e-3) and table["lr"].iloc[10] == pytest.approx(1e-4)
 
 
+def test_the_epoch_line_shows_the_metrics_and_history_csv_keeps_the_extras(tmp_path, capsys):
+    import keras
+
+    from lib.train import stage_callbacks
+
+    plan = plan_stages([{"epochs": 2, "image_size": 8}], train_rows=16, settings=TrainSettings(batch_size=8))[0]
+    settings = TrainSettings(batch_size=8, verbose=2)
+    callbacks, _, _ = stage_callbacks(plan, RunRecord(tmp_path / "run"), None, settings, None)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((16, 4), "float32"), np.arange(16) % NUM_CLASSES
+    capsys.readouterr()
+    model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=8, callbacks=callbacks, verbose=2)
+    printed = capsys.readouterr().out
+    assert "val_accuracy:" in printed
+    assert not [key for key in ("val_on_ema:", "image_size:", "seconds:") if key in printed]
+    assert printed.count("Epoch ") == 2
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert {"stage", "image_size", "lr", "seconds", "val_on_ema"} <= set(history.columns) and len(history) == 2
+
+
 def test_balanced_class_weights():
     weights = class_weights([0, 0, 0, 1] + list(range(2, NUM_CLASSES)), "balanced")
     assert weights[0] < weights[1] and weights[1] == weights[2]
