@@ -159,6 +159,18 @@ def test_the_check_imports_no_keras():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_mistyped_p_name_is_reported_before_papermill_is_imported():
+    """papermill's import (about 2 s here, most of it jsonschema's URI grammar) only types -p values."""
+    code = (
+        "import sys; from lib.choices import ParamError; from tools.runner.check import check_notebook\n"
+        f"try: check_notebook({str(XCEPTION)!r}, None, [['lr_fnd_steps', '0']])\n"
+        "except ParamError as err: print(err, 'papermill' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "-p: unknown parameter 'lr_fnd_steps'; did you mean 'lr_find_steps'? False"
+
+
 def test_collect_params_stops_on_an_injected_name_the_parameters_cell_lacks():
     """In a kernel, IPython's `In` holds the parameters cell, then the cell papermill injected after it."""
     cell = C.parameters_cell(XCEPTION)

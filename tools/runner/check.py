@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from lib.choices import ParamError
-from lib.params import assigned_names, check, read_profile
+from lib.params import assigned_names, check, check_names, read_profile
 
 CELL_MARKER = re.compile(r"^# %%")  # jupytext's percent format: `# %% [markdown] tags=["parameters"]`
 PARAMETERS_TAG = re.compile(r"""\btags=\[[^\]]*["']parameters["']""")
@@ -53,6 +53,8 @@ def command_line_values(pairs: list[list[str]]) -> dict:
 def check_notebook(notebook: str | Path, profile: str | Path | None, pairs: list[list[str]] = ()) -> dict:
     """Check the profile's and the `-p` values against the notebook; return them merged as papermill does."""
     defined = notebook_defaults(notebook)
+    # Names first: a typo is then reported before papermill's slow import types the values.
+    check_names(dict(pairs), defined, "-p")
     merged = {}
     for origin, values in (
         (str(profile), read_profile(profile) if profile else {}),
