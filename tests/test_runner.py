@@ -148,15 +148,20 @@ def test_lib_checks_its_settings_against_the_same_sets_the_parameter_check_uses(
     assert tuple(BACKBONES) == choices.BACKBONES and Stage is choices.Stage
 
 
+def python_prints(code: str) -> str:
+    """What a fresh Python process running `code` in the project prints (it must exit cleanly)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_check_imports_no_keras():
     code = (
         "import sys; from tools.runner.check import check_notebook; "
         f"check_notebook({str(XCEPTION)!r}, {str(PROJECT_ROOT / 'profiles/demo/03_xception.yaml')!r}); "
         "print(sorted(m for m in ('keras', 'tensorflow', 'albumentations', 'scipy') if m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert python_prints(code) == "[]"
 
 
 def test_a_mistyped_p_name_is_reported_before_papermill_is_imported():
@@ -166,9 +171,7 @@ def test_a_mistyped_p_name_is_reported_before_papermill_is_imported():
         f"try: check_notebook({str(XCEPTION)!r}, None, [['lr_fnd_steps', '0']])\n"
         "except ParamError as err: print(err, 'papermill' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "-p: unknown parameter 'lr_fnd_steps'; did you mean 'lr_find_steps'? False"
+    assert python_prints(code) == "-p: unknown parameter 'lr_fnd_steps'; did you mean 'lr_find_steps'? False"
 
 
 def test_collect_params_stops_on_an_injected_name_the_parameters_cell_lacks():
