@@ -18,11 +18,12 @@ VERBOSE ?=
 # same list as `python -m lib.paths series`, which tests/test_paths.py compares with `make series`).
 NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.py))))
 SERIES := $(patsubst 03_xception,03_xception 03_convnext,$(NOTEBOOKS))
-# Resolved lazily, once the environment exists: the data folder in use and the profile that suits it.
-DATA = $(shell $(PY) -m lib.paths data-dir $(DATA_DIR))
-PROF = $(or $(PROFILE),$(shell $(PY) -m lib.paths profile $(DATA_DIR)))
-RUNS = $(shell $(PY) -m lib.paths runs-dir)
-SUBMISSIONS = $(shell $(PY) -m lib.paths submissions-dir)
+# Resolved lazily, once the environment exists, and then only once (the first use replaces each variable with its
+# value): the data folder in use, the profile that suits it, the output folders.
+DATA = $(eval DATA := $$(shell $$(PY) -m lib.paths data-dir $$(DATA_DIR)))$(DATA)
+PROF = $(eval PROF := $$(or $$(PROFILE),$$(shell $$(PY) -m lib.paths profile $$(DATA_DIR))))$(PROF)
+RUNS = $(eval RUNS := $$(shell $$(PY) -m lib.paths runs-dir))$(RUNS)
+SUBMISSIONS = $(eval SUBMISSIONS := $$(shell $$(PY) -m lib.paths submissions-dir))$(SUBMISSIONS)
 
 # Test files whose code must also run on JAX without TensorFlow (no notebooks, no matplotlib there).
 JAX_TESTS := tests/test_jax_backend.py tests/test_pipeline.py tests/test_images.py tests/test_augment.py \

@@ -83,6 +83,7 @@ def test_iterate_like_fit_sees_every_image_once_and_records_the_epoch_end_wait(t
     assert len(bench.EPOCH_END_WAITS) == waits_before + 1
 
 
+@pytest.mark.slow
 def test_tiny_training_bench_prints_three_rows_per_model_with_their_ratio(capsys):
     from bench import training
 

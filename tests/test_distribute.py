@@ -261,6 +261,7 @@ def probe(threads: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
 def test_decoded_photos_reuse_their_memory_after_tensorflow_has_fed_a_pydataset():
     """TensorFlow's generator op sets glibc's trim threshold to 128 KB on its first use; start_runtime keeps
@@ -273,6 +274,7 @@ def test_decoded_photos_reuse_their_memory_after_tensorflow_has_fed_a_pydataset(
     assert unfixed["after_predict"] > 100
 
 
+@pytest.mark.slow
 def test_the_thread_settings_are_the_ones_training_runs_with():
     pytest.importorskip("tensorflow")
     from lib.runtime import available_cores

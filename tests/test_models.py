@@ -206,6 +206,7 @@ def test_a_fraction_unfreezes_whole_blocks(name):
     assert not_batchnorm.count(True) == len(top) and all(layer.trainable for layer in top)
 
 
+@pytest.mark.slow
 def test_frozen_batchnorm_stays_put_while_drop_connect_works():
     """A pretrained-style backbone (BatchNorm frozen) now runs in training mode: a training step leaves every
     BatchNorm statistic where it was, while EfficientNet's drop-connect makes two training-mode passes differ.

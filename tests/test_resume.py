@@ -221,6 +221,7 @@ def train_ema_run(tiny_demo, run_dir, monkeypatch, kill_after_epoch=None):
     return model, state
 
 
+@pytest.mark.slow
 def test_an_ema_stage_backs_up_raw_weights_and_the_average_and_resumes_to_the_same_weights(tiny_demo, tmp_path,
                                                                                         monkeypatch):  # fmt: skip
     """Validation and the best checkpoint see the EMA weights, the backup the raw ones with the optimizer's EMA

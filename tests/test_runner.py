@@ -155,23 +155,25 @@ def python_prints(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_the_check_imports_no_keras():
+def test_the_check_imports_no_keras_and_no_papermill():
     code = (
         "import sys; from tools.runner.check import check_notebook; "
-        f"check_notebook({str(XCEPTION)!r}, {str(PROJECT_ROOT / 'profiles/demo/03_xception.yaml')!r}); "
-        "print(sorted(m for m in ('keras', 'tensorflow', 'albumentations', 'scipy') if m in sys.modules))"
+        f"check_notebook({str(XCEPTION)!r}, {str(PROJECT_ROOT / 'profiles/demo/03_xception.yaml')!r}, "
+        "[['lr_find_steps', '0'], ['run_name', '03_convnext']]); "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'albumentations', 'scipy', 'papermill') if m in sys.modules))"
     )
     assert python_prints(code) == "[]"
 
 
-def test_a_mistyped_p_name_is_reported_before_papermill_is_imported():
-    """papermill's import (about 2 s here, most of it jsonschema's URI grammar) only types -p values."""
-    code = (
-        "import sys; from lib.choices import ParamError; from tools.runner.check import check_notebook\n"
-        f"try: check_notebook({str(XCEPTION)!r}, None, [['lr_fnd_steps', '0']])\n"
-        "except ParamError as err: print(err, 'papermill' in sys.modules)"
-    )
-    assert python_prints(code) == "-p: unknown parameter 'lr_fnd_steps'; did you mean 'lr_find_steps'? False"
+def test_p_values_are_typed_as_papermills_command_line_types_them():
+    from papermill.cli import _resolve_type
+
+    from tools.runner.check import command_line_value
+
+    for text in ("True", "False", "None", "true", "3", "-2", "1_000", "1e-3", "0.5", "inf", "nan", "", "03_convnext",
+                 "[1, 2]", " 7 "):  # fmt: skip
+        typed, expected = command_line_value(text), _resolve_type(text)
+        assert type(typed) is type(expected) and str(typed) == str(expected), text
 
 
 def test_collect_params_stops_on_an_injected_name_the_parameters_cell_lacks():

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from lib.choices import ParamError
-from lib.params import assigned_names, check, check_names, read_profile
+from lib.params import assigned_names, check, read_profile
 
 CELL_MARKER = re.compile(r"^# %%")  # jupytext's percent format: `# %% [markdown] tags=["parameters"]`
 PARAMETERS_TAG = re.compile(r"""\btags=\[[^\]]*["']parameters["']""")
@@ -41,20 +41,29 @@ def notebook_defaults(notebook: str | Path) -> dict:
     return assigned_names(parameters_cell(notebook))
 
 
+def command_line_value(text: str):
+    """One `-p` value typed by papermill's command line rules (papermill.cli._resolve_type, which
+    tests/test_runner.py compares with this): True, False, None, an int, a float, else the string. Importing
+    papermill to call it takes about 2 s here, longer than the whole check."""
+    words = {"True": True, "False": False, "None": None}
+    if text in words:
+        return words[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def command_line_values(pairs: list[list[str]]) -> dict:
     """`-p key value` pairs, typed as papermill's command line types them."""
-    if not pairs:
-        return {}  # papermill's command line module is slow to import
-    from papermill.cli import _resolve_type
-
-    return {key: _resolve_type(value) for key, value in pairs}
+    return {key: command_line_value(value) for key, value in pairs}
 
 
 def check_notebook(notebook: str | Path, profile: str | Path | None, pairs: list[list[str]] = ()) -> dict:
     """Check the profile's and the `-p` values against the notebook; return them merged as papermill does."""
     defined = notebook_defaults(notebook)
-    # Names first: a typo is then reported before papermill's slow import types the values.
-    check_names(dict(pairs), defined, "-p")
     merged = {}
     for origin, values in (
         (str(profile), read_profile(profile) if profile else {}),
