@@ -43,6 +43,7 @@ def test_imports_inside_functions_and_of_submodules_count(tmp_path):
     assert found == {"__init__.py", "sub/__init__.py", "sub/mod.py", "helper.py"}
 
 
+@pytest.mark.slow  # imports each notebook's modules, Keras included, in a fresh process
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_lib_module_a_notebook_imports_when_it_runs_is_an_input(name):
     """The imports at run time (the notebook's import lines, executed) are among the inputs found statically."""
@@ -81,10 +82,9 @@ def series_up_to_date(project_copy, tiny_demo, tmp_path):
         for split in ("val", "test"):
             (runs / name / f"probs_{split}.csv").write_text("Id,Category\n1.jpg,0\n")
     python = str(project_copy / ".venv" / "bin" / "python")
-    for name in RUNS:
-        marked = in_copy(project_copy, python, "-m", "tools.runner", "mark", name, "--profile", "tiny",
-                         "--data-dir", str(tiny_demo), env=env)  # fmt: skip
-        assert marked.returncode == 0, marked.stderr
+    marked = in_copy(project_copy, python, "-m", "tools.runner", "mark", *RUNS, "--profile", "tiny",
+                     "--data-dir", str(tiny_demo), env=env)  # fmt: skip
+    assert marked.returncode == 0, marked.stderr
 
     def dry_run() -> dict[str, str]:
         done = in_copy(project_copy, "make", "--no-print-directory", "-n", "run-all", f"DATA_DIR={tiny_demo}",

@@ -24,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), dest="pairs")
     series_cmd = commands.add_parser("run", help="make's NN target: run a notebook of the series if its inputs changed")
     inputs_cmd = commands.add_parser("inputs", help="the files a notebook's run depends on")
-    mark_cmd = commands.add_parser("mark", help="record a notebook's current inputs as up to date without running it")
-    for sub in (series_cmd, inputs_cmd, mark_cmd):
+    mark_cmd = commands.add_parser("mark", help="record notebooks' current inputs as up to date without running them")
+    for sub in (series_cmd, inputs_cmd):
         sub.add_argument("name", help="NN_topic")
+    mark_cmd.add_argument("names", nargs="+", metavar="name", help="NN_topic (one or more)")
+    for sub in (series_cmd, inputs_cmd, mark_cmd):
         sub.add_argument("--profile", required=True)
         sub.add_argument("--data-dir", type=Path, required=True)
     series_cmd.add_argument("--force", action="store_true", help="run even when its inputs did not change")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "mark":
             from tools.runner.run import mark_up_to_date
 
-            mark_up_to_date(args.name, args.profile, args.data_dir)
+            for name in args.names:
+                mark_up_to_date(name, args.profile, args.data_dir)
         else:
             from tools.runner.run import current_inputs
 
